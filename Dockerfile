@@ -1,0 +1,32 @@
+# Herald's image: docker build -t herald:0.1.0 .  (deploy/deployment.yaml runs herald:<pyproject version>)
+# Two stages: the builder installs Herald and its pinned dependencies (constraints.txt, no dev
+# extras) into a virtualenv; the final stage carries that virtualenv only (pip and setuptools removed).
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+WORKDIR /src
+COPY pyproject.toml constraints.txt README.md ./
+COPY operator/ operator/
+# A regular (non-editable) install: the source tree stays behind in this stage.
+RUN /opt/venv/bin/pip install -c constraints.txt . \
+ && /opt/venv/bin/pip uninstall --yes pip setuptools wheel
+
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="herald" \
+      org.opencontainers.image.description="Kubernetes operator delivering Qovery-style deployment webhooks" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp
+COPY --from=builder /opt/venv /opt/venv
+# A numeric non-root user, so the kubelet can verify runAsNonRoot; nothing in the image is writable
+# by it, and the Deployment mounts an emptyDir at /tmp (HOME) over a read-only root filesystem.
+USER 65532:65532
+# 8080: /healthz and /readyz (probes); 9090: /metrics (Prometheus).
+EXPOSE 8080 9090
+ENTRYPOINT ["herald", "run"]

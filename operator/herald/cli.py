@@ -1,0 +1,380 @@
+"""``herald run`` and ``herald demo``. Flags and ``HERALD_*`` variables are read here and only here.
+
+Every flag has an environment equivalent (a container is configured by env); a flag wins over
+its variable. A bad value stops the program with a message naming the flag and the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import ipaddress
+import json
+import logging
+import os
+import socket
+import sys
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import kopf
+from aiohttp import web
+from prometheus_client import start_http_server
+
+from herald import __version__
+from herald.handlers import api_login, build_registry
+from herald.kube import KubeClient
+from herald.leader import LeaseConfig, LeaseElector
+from herald.metrics import Metrics
+from herald.settings import DEFAULT_RETRY_SCHEDULE, Network, Settings
+
+__all__ = ["main", "parse_settings"]
+
+T = TypeVar("T")
+TRUE = {"1", "true", "yes", "on"}
+FALSE = {"0", "false", "no", "off"}
+LOG_EXTRAS = ("webhook", "environment", "event", "payload_id")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the delivery fields a log pipeline filters on."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in LOG_EXTRAS:
+            if hasattr(record, key):
+                line[key] = getattr(record, key)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in TRUE:
+        return True
+    if text.lower() in FALSE:
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise ValueError(f"expected a fraction in [0, 1), got {text!r}")
+    return value
+
+
+def _schedule(text: str) -> tuple[float, ...]:
+    values = tuple(float(part) for part in text.split(",") if part.strip())
+    if any(v < 0 for v in values):
+        raise ValueError("delays must not be negative")
+    return values
+
+
+def _networks(text: str) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip())
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"expected a port number, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+# flag, variable, converter, Settings field, help
+OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
+    (
+        "--retry-schedule",
+        "HERALD_RETRY_SCHEDULE",
+        _schedule,
+        "retry_schedule",
+        "comma-separated delays in seconds before attempts 2, 3, ... (5,300,1800,7200,18000,36000,36000)",
+    ),
+    (
+        "--retry-jitter",
+        "HERALD_RETRY_JITTER",
+        _fraction,
+        "retry_jitter",
+        "jitter fraction per delay (default 0.2)",
+    ),
+    (
+        "--delivery-timeout",
+        "HERALD_DELIVERY_TIMEOUT",
+        _positive,
+        "delivery_timeout",
+        "total seconds for one attempt (default 15)",
+    ),
+    (
+        "--connect-timeout",
+        "HERALD_CONNECT_TIMEOUT",
+        _positive,
+        "connect_timeout",
+        "connect seconds (default 5)",
+    ),
+    (
+        "--egress-allow",
+        "HERALD_EGRESS_ALLOW",
+        _networks,
+        "egress_allow",
+        "comma-separated CIDRs allowed despite the egress policy",
+    ),
+    (
+        "--egress-deny-private",
+        "HERALD_EGRESS_DENY_PRIVATE",
+        _bool,
+        "egress_deny_private",
+        "also refuse private address ranges (true/false)",
+    ),
+    (
+        "--require-https",
+        "HERALD_REQUIRE_HTTPS",
+        _bool,
+        "require_https",
+        "refuse http:// receivers (true/false)",
+    ),
+    (
+        "--max-pending",
+        "HERALD_MAX_PENDING",
+        _count,
+        "max_pending",
+        "unfinished deliveries kept per webhook (100)",
+    ),
+    ("--max-concurrency", "HERALD_MAX_CONCURRENCY", _count, "max_concurrency", "attempts in flight (64)"),
+    (
+        "--status-interval",
+        "HERALD_STATUS_INTERVAL",
+        _positive,
+        "status_interval",
+        "seconds between status patches of one webhook (1)",
+    ),
+    (
+        "--secret-cache-ttl",
+        "HERALD_SECRET_CACHE_TTL",
+        _positive,
+        "secret_cache_ttl",
+        "seconds a Secret read is reused (10)",
+    ),
+    ("--health-port", "HERALD_HEALTH_PORT", _port, "health_port", "port of /healthz (8080; 0 disables)"),
+    ("--metrics-port", "HERALD_METRICS_PORT", _port, "metrics_port", "port of /metrics (9090; 0 disables)"),
+    (
+        "--leader-election",
+        "HERALD_LEADER_ELECTION",
+        _bool,
+        "leader_election",
+        "run only while holding a coordination.k8s.io Lease (true for more than one replica)",
+    ),
+    ("--lease-namespace", "HERALD_LEASE_NAMESPACE", str, "lease_namespace", "namespace of the Lease"),
+    ("--lease-name", "HERALD_LEASE_NAME", str, "lease_name", "name of the Lease (herald)"),
+    (
+        "--lease-duration",
+        "HERALD_LEASE_DURATION",
+        _positive,
+        "lease_duration",
+        "seconds without renewal after which another replica takes over (15)",
+    ),
+    (
+        "--scanning",
+        "HERALD_SCANNING",
+        _bool,
+        "scanning",
+        "kopf's cluster scanning (on/off; off where Herald may not list namespaces or CRDs)",
+    ),
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="herald", description="Qovery-style deployment webhooks for Kubernetes."
+    )
+    parser.add_argument("--version", action="version", version=f"herald {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the operator against the cluster (in-cluster or KUBECONFIG)")
+    run.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=None,
+        help="watch this namespace (repeatable; HERALD_NAMESPACE, comma-separated)",
+    )
+    run.add_argument(
+        "--all-namespaces",
+        "-A",
+        action="store_const",
+        const="true",
+        default=None,
+        help="watch every namespace (HERALD_ALL_NAMESPACES=true; the default)",
+    )
+    for flag, variable, _conv, _field, text in OPTIONS:
+        run.add_argument(flag, default=None, help=f"{text} [{variable}]")
+    for sub in (run, commands.add_parser("demo", help="the whole flow with no cluster, then exit")):
+        sub.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR [HERALD_LOG_LEVEL]")
+        sub.add_argument("--log-format", default=None, choices=("plain", "json"), help="[HERALD_LOG_FORMAT]")
+    return parser
+
+
+def _value(args: argparse.Namespace, env: Mapping[str, str], flag: str, variable: str) -> str | None:
+    given = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+    return given if given is not None else env.get(variable)
+
+
+def parse_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
+    """Settings from flags, then HERALD_* variables, then defaults; raises ValueError naming the culprit."""
+    values: dict[str, Any] = {}
+    for flag, variable, convert, field, _text in OPTIONS:
+        raw = _value(args, env, flag, variable)
+        if raw is None:
+            continue
+        try:
+            values[field] = convert(raw)
+        except ValueError as exc:
+            raise ValueError(f"{flag} / {variable}: {exc}") from None
+    namespaces: tuple[str, ...] = tuple(args.namespace or ()) or _names(env.get("HERALD_NAMESPACE", ""))
+    everything = _value(args, env, "--all-namespaces", "HERALD_ALL_NAMESPACES")
+    try:
+        all_namespaces = _bool(everything) if everything is not None else not namespaces
+    except ValueError as exc:
+        raise ValueError(f"--all-namespaces / HERALD_ALL_NAMESPACES: {exc}") from None
+    if all_namespaces and namespaces:
+        raise ValueError("--namespace and --all-namespaces exclude each other; choose one")
+    values["namespaces"] = None if all_namespaces else namespaces
+    values.setdefault("retry_schedule", DEFAULT_RETRY_SCHEDULE)
+    return Settings(**values)
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # aiohttp's access log and kopf's per-request chatter are noise at INFO.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+async def serve_health(port: int, ready: asyncio.Event) -> web.AppRunner:
+    """``/healthz`` answers from the event loop itself, so a blocked loop fails liveness;
+    ``/readyz`` answers 200 once kopf has listed every resource and opened its watches."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(_: web.Request) -> web.Response:
+        return web.Response(text="ready") if ready.is_set() else web.Response(status=503, text="starting")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 - probes come from the kubelet
+    return runner
+
+
+async def run_operator(settings: Settings) -> int:
+    metrics = Metrics()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, registry=metrics.registry)
+    ready, stop = asyncio.Event(), asyncio.Event()
+    health = await serve_health(settings.health_port, ready) if settings.health_port else None
+    kube = KubeClient(api_login)
+    elector: LeaseElector | None = None
+    campaign: asyncio.Task[None] | None = None
+    try:
+        if settings.leader_election:
+            identity = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+            config = LeaseConfig(
+                namespace=settings.lease_namespace,
+                name=settings.lease_name,
+                identity=identity,
+                duration=settings.lease_duration,
+                renew_every=settings.lease_duration / 3,
+                retry_every=min(2.0, settings.lease_duration / 5),
+            )
+            elector = LeaseElector(kube, config)
+            campaign = asyncio.create_task(elector.run())
+            logging.getLogger("herald").info("waiting to lead (Lease %s/%s)", config.namespace, config.name)
+            await elector.leading.wait()
+        operator = asyncio.create_task(
+            kopf.operator(
+                registry=build_registry(settings, metrics=metrics),
+                standalone=True,
+                clusterwide=settings.namespaces is None,
+                namespaces=list(settings.namespaces or ()),
+                ready_flag=ready,
+                stop_flag=stop,
+            )
+        )
+        if elector is None:
+            await operator
+            return 0
+        lost = asyncio.create_task(elector.lost.wait())
+        await asyncio.wait({operator, lost}, return_when=asyncio.FIRST_COMPLETED)
+        if lost.done():
+            stop.set()  # stepping down: stop delivering before another replica takes over
+            await operator
+            return 1
+        lost.cancel()
+        return 0
+    finally:
+        if campaign is not None:
+            campaign.cancel()
+        await kube.aclose()
+        if health is not None:
+            await health.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    env = os.environ
+    quiet = "WARNING" if args.command == "demo" else "INFO"  # the demo's own output is the story
+    level = (_value(args, env, "--log-level", "HERALD_LOG_LEVEL") or quiet).upper()
+    fmt = _value(args, env, "--log-format", "HERALD_LOG_FORMAT") or "plain"
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        parser.error(f"--log-level / HERALD_LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    if fmt not in ("plain", "json"):
+        parser.error(f"--log-format / HERALD_LOG_FORMAT: expected plain or json, got {fmt!r}")
+    configure_logging(level, fmt)
+    if args.command == "demo":
+        from herald.demo import run_demo
+
+        return asyncio.run(run_demo())
+    try:
+        settings = parse_settings(args, env)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return asyncio.run(run_operator(settings))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

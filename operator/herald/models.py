@@ -1,0 +1,386 @@
+"""Pydantic models of Herald's resources, and the validation rules they share with the CRDs.
+
+The CRDs in ``crds/`` reject bad objects at admission; the operator applies the same rules
+here so an object that got in anyway (an older CRD, a schema-less cluster) is reported with
+the same message on ``Ready=False``. The messages are the constants below: the CRDs' CEL
+``message`` fields repeat them verbatim, and a test keeps the two in step.
+
+Models parse Kubernetes' camelCase (``by_alias``) and are frozen: they are values.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "MSG_EVENTS_EMPTY",
+    "MSG_EVENTS_UNIQUE",
+    "MSG_URL_OR_SECRET",
+    "MSG_URL_SCHEME",
+    "Condition",
+    "DeliveryOutcome",
+    "DeliveryRecord",
+    "DeploymentEvent",
+    "DeploymentState",
+    "DeploymentStatus",
+    "EnvironmentRef",
+    "EnvironmentSpec",
+    "EnvironmentType",
+    "EventType",
+    "LabelSelector",
+    "LabelSelectorRequirement",
+    "Named",
+    "NotifiedLedger",
+    "ObjectRef",
+    "PendingDelivery",
+    "SecretRef",
+    "Service",
+    "SpecError",
+    "WebhookKind",
+    "WebhookSpec",
+    "first_error",
+]
+
+# One source of truth for validation messages (the CRDs' CEL rules repeat them verbatim).
+MSG_URL_OR_SECRET = "exactly one of url and urlSecretRef must be set"
+MSG_URL_SCHEME = "url must start with http:// or https://"
+MSG_EVENTS_EMPTY = "events must list at least one event"
+MSG_EVENTS_UNIQUE = "events must not repeat an event"
+
+URL_PATTERN = r"^https?://[^\x00-\x20\x7f/?#]+([/?#][^\x00-\x20\x7f]*)?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+MAX_URL_LENGTH = 2048
+MAX_DESCRIPTION_LENGTH = 1024
+MAX_FILTER_ITEMS = 64
+MAX_NAME_LENGTH = 253
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore")
+
+
+class WebhookKind(enum.StrEnum):
+    STANDARD = "STANDARD"
+    SLACK = "SLACK"
+
+
+class EventType(enum.StrEnum):
+    DEPLOYMENT_STARTED = "DEPLOYMENT_STARTED"
+    DEPLOYMENT_SUCCESSFUL = "DEPLOYMENT_SUCCESSFUL"
+    DEPLOYMENT_CANCELLED = "DEPLOYMENT_CANCELLED"
+    DEPLOYMENT_FAILURE = "DEPLOYMENT_FAILURE"
+    # Sent only by a ping (herald.dev/ping); never derived from a deployment.
+    WEBHOOK_TEST = "WEBHOOK_TEST"
+
+
+DEPLOYMENT_EVENTS: tuple[EventType, ...] = (
+    EventType.DEPLOYMENT_STARTED,
+    EventType.DEPLOYMENT_SUCCESSFUL,
+    EventType.DEPLOYMENT_CANCELLED,
+    EventType.DEPLOYMENT_FAILURE,
+)
+
+
+class EnvironmentType(enum.StrEnum):
+    PRODUCTION = "PRODUCTION"
+    DEVELOPMENT = "DEVELOPMENT"
+    STAGING = "STAGING"
+    PREVIEW = "PREVIEW"
+
+
+class DeploymentState(enum.StrEnum):
+    """Qovery's ``StateEnum``."""
+
+    BUILDING = "BUILDING"
+    BUILD_ERROR = "BUILD_ERROR"
+    CANCELED = "CANCELED"
+    CANCELING = "CANCELING"
+    DELETED = "DELETED"
+    DELETE_ERROR = "DELETE_ERROR"
+    DELETE_QUEUED = "DELETE_QUEUED"
+    DELETING = "DELETING"
+    DEPLOYED = "DEPLOYED"
+    DEPLOYING = "DEPLOYING"
+    DEPLOYMENT_ERROR = "DEPLOYMENT_ERROR"
+    DEPLOYMENT_QUEUED = "DEPLOYMENT_QUEUED"
+    EXECUTING = "EXECUTING"
+    QUEUED = "QUEUED"
+    READY = "READY"
+    RECAP = "RECAP"
+    RESTARTED = "RESTARTED"
+    RESTARTING = "RESTARTING"
+    RESTART_ERROR = "RESTART_ERROR"
+    RESTART_QUEUED = "RESTART_QUEUED"
+    STOPPED = "STOPPED"
+    STOPPING = "STOPPING"
+    STOP_ERROR = "STOP_ERROR"
+    STOP_QUEUED = "STOP_QUEUED"
+    UNAVAILABLE = "UNAVAILABLE"
+    WAITING_DELETING = "WAITING_DELETING"
+    WAITING_RESTARTING = "WAITING_RESTARTING"
+    WAITING_RUNNING = "WAITING_RUNNING"
+    WAITING_STOPPING = "WAITING_STOPPING"
+
+
+# ---------------------------------------------------------------- Webhook / ClusterWebhook
+
+
+class SecretRef(_Model):
+    """A key of a Secret. ``namespace`` is honoured only on a ClusterWebhook."""
+
+    name: Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=DNS_SUBDOMAIN_PATTERN)]
+    key: Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]
+    namespace: Annotated[str | None, Field(max_length=63)] = None
+
+
+class LabelSelectorRequirement(_Model):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: tuple[str, ...] = ()
+
+
+class LabelSelector(_Model):
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: tuple[LabelSelectorRequirement, ...] = ()
+
+
+def _ref_with_default_key(default_key: str) -> Any:
+    """Accept a ref without ``key`` by filling the field's documented default."""
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, dict) and "key" not in value:
+            return {**value, "key": default_key}
+        return value
+
+    return fill
+
+
+# Default keys inside the referenced Secrets (documented in the CRDs).
+DEFAULT_SECRET_KEY = "secret"
+DEFAULT_URL_KEY = "url"
+DEFAULT_SIGNING_KEY = "signingKey"
+DEFAULT_CA_KEY = "ca.crt"
+# A second signing key, sent alongside during rotation.
+PREVIOUS_SIGNING_KEY = "previous"
+
+
+class WebhookSpec(_Model):
+    """The spec shared by Webhook and ClusterWebhook (``namespace_selector`` is cluster-only)."""
+
+    url: Annotated[str | None, Field(max_length=MAX_URL_LENGTH)] = None
+    url_secret_ref: SecretRef | None = None
+    kind: WebhookKind
+    events: tuple[EventType, ...]
+    secret_ref: SecretRef | None = None
+    description: Annotated[str | None, Field(max_length=MAX_DESCRIPTION_LENGTH)] = None
+    enabled: bool = True
+    environment_types_filter: Annotated[tuple[EnvironmentType, ...], Field(max_length=4)] = ()
+    project_names_filter: Annotated[
+        tuple[Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)], ...],
+        Field(max_length=MAX_FILTER_ITEMS),
+    ] = ()
+    signing_secret_ref: SecretRef | None = None
+    ca_secret_ref: SecretRef | None = None
+    namespace_selector: LabelSelector | None = None
+
+    @field_validator("secret_ref", mode="before")
+    @classmethod
+    def _secret_key(cls, value: Any) -> Any:
+        return _ref_with_default_key(DEFAULT_SECRET_KEY)(value)
+
+    @field_validator("url_secret_ref", mode="before")
+    @classmethod
+    def _url_key(cls, value: Any) -> Any:
+        return _ref_with_default_key(DEFAULT_URL_KEY)(value)
+
+    @field_validator("signing_secret_ref", mode="before")
+    @classmethod
+    def _signing_key(cls, value: Any) -> Any:
+        return _ref_with_default_key(DEFAULT_SIGNING_KEY)(value)
+
+    @field_validator("ca_secret_ref", mode="before")
+    @classmethod
+    def _ca_key(cls, value: Any) -> Any:
+        return _ref_with_default_key(DEFAULT_CA_KEY)(value)
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(URL_PATTERN, value):
+            raise ValueError(MSG_URL_SCHEME)
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: tuple[EventType, ...]) -> tuple[EventType, ...]:
+        if not value:
+            raise ValueError(MSG_EVENTS_EMPTY)
+        if len(set(value)) != len(value):
+            raise ValueError(MSG_EVENTS_UNIQUE)
+        if EventType.WEBHOOK_TEST in value:
+            raise ValueError(f"events may not list {EventType.WEBHOOK_TEST.value}; use herald.dev/ping")
+        return value
+
+    @model_validator(mode="after")
+    def _url_xor_secret(self) -> WebhookSpec:
+        if (self.url is None) == (self.url_secret_ref is None):
+            raise ValueError(MSG_URL_OR_SECRET)
+        return self
+
+
+class SpecError(ValueError):
+    """A spec that fails Herald's rules; ``str()`` is a message a person can act on."""
+
+
+def first_error(exc: ValidationError) -> str:
+    """Turn pydantic's report into one line naming the field, without echoing input values."""
+    err = exc.errors(include_url=False, include_input=False)[0]
+    loc = ".".join(to_camel(str(part)) if isinstance(part, str) else f"[{part}]" for part in err["loc"])
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"spec.{loc}: {msg}" if loc else f"spec: {msg}"
+
+
+# ---------------------------------------------------------------- Environment
+
+
+class Named(_Model):
+    id: str | None = None
+    name: str
+
+
+class Service(_Model):
+    """A service of an environment; extra fields are kept and passed through to payloads."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="allow")
+
+    id: str | None = None
+    name: str
+
+
+class EnvironmentSpec(_Model):
+    organization: Named
+    project: Named
+    type: EnvironmentType
+    cluster_name: str | None = None
+    applications: tuple[Service, ...] = ()
+    databases: tuple[Service, ...] = ()
+    containers: tuple[Service, ...] = ()
+    jobs: tuple[Service, ...] = ()
+
+
+class DeploymentStatus(_Model):
+    id: Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]
+    current_status: DeploymentState
+    desired_status: DeploymentState | None = None
+    logs: tuple[str, ...] = ()
+    message: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    triggered_by: str | None = None
+
+
+class EnvironmentRef(_Model):
+    """What a payload says of the environment: the Kubernetes identity plus Qovery's fields."""
+
+    uid: str
+    name: str
+    namespace: str
+    type: EnvironmentType
+    cluster_name: str | None = None
+
+
+class DeploymentEvent(_Model):
+    """One deployment event of one environment: everything a formatter needs, and nothing else.
+
+    It is also what a pending delivery persists on the webhook's status, so a delivery resumed
+    after a restart sends the body it would have sent before.
+    """
+
+    event_type: EventType
+    payload_id: str
+    created_at: datetime.datetime
+    environment: EnvironmentRef
+    organization: Named
+    project: Named
+    deployment: DeploymentStatus
+    applications: tuple[Service, ...] = ()
+    databases: tuple[Service, ...] = ()
+    containers: tuple[Service, ...] = ()
+    jobs: tuple[Service, ...] = ()
+
+
+class NotifiedLedger(_Model):
+    """Events already notified, per deployment id, newest deployment last.
+
+    Persisted as the Environment's ``herald.dev/notified`` annotation, so a restart or a
+    re-list never re-sends an event; bounded to the few latest deployment ids.
+    """
+
+    deployments: dict[str, tuple[EventType, ...]] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- Status
+
+
+class ObjectRef(_Model):
+    """Which Webhook or ClusterWebhook (``namespace`` is None for a ClusterWebhook)."""
+
+    namespace: str | None
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+
+class DeliveryOutcome(enum.StrEnum):
+    PENDING = "Pending"
+    RETRYING = "Retrying"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class Attempt(_Model):
+    number: int
+    time: datetime.datetime
+    http_status: int | None = None
+    error: str | None = None
+    duration_ms: int
+
+
+class DeliveryRecord(_Model):
+    """One delivery as the webhook's status shows it."""
+
+    payload_id: str
+    event: EventType
+    environment: str  # namespace/name
+    deployment_id: str
+    attempts: int = 0
+    http_status: int | None = None
+    error: str | None = None
+    time: datetime.datetime
+    outcome: DeliveryOutcome = DeliveryOutcome.PENDING
+    duration_ms: int | None = None
+    next_attempt_at: datetime.datetime | None = None
+    attempt_log: tuple[Attempt, ...] = ()
+
+
+class PendingDelivery(_Model):
+    """A delivery not yet finished, with what is needed to resume it after a restart."""
+
+    record: DeliveryRecord
+    notification: DeploymentEvent
+
+
+class Condition(_Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str
+    last_transition_time: datetime.datetime
+    observed_generation: int | None = None

@@ -1,0 +1,86 @@
+"""cli.py: flags, their HERALD_* equivalents, and clear errors for bad values."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+
+import pytest
+
+from herald.cli import JsonFormatter, _parser, main, parse_settings
+from herald.settings import DEFAULT_RETRY_SCHEDULE
+
+
+def settings_for(argv: list[str], env: dict[str, str]):  # type: ignore[no-untyped-def]
+    return parse_settings(_parser().parse_args(["run", *argv]), env)
+
+
+def test_defaults() -> None:
+    s = settings_for([], {})
+    assert s.namespaces is None
+    assert s.retry_schedule == DEFAULT_RETRY_SCHEDULE
+    assert s.scanning is True
+
+
+def test_env_equivalents() -> None:
+    s = settings_for(
+        [],
+        {
+            "HERALD_NAMESPACE": "a, b",
+            "HERALD_SCANNING": "off",
+            "HERALD_RETRY_SCHEDULE": "1,2.5",
+            "HERALD_RETRY_JITTER": "0.1",
+            "HERALD_DELIVERY_TIMEOUT": "3",
+            "HERALD_EGRESS_ALLOW": "127.0.0.0/8,::1/128",
+            "HERALD_EGRESS_DENY_PRIVATE": "true",
+            "HERALD_REQUIRE_HTTPS": "yes",
+        },
+    )
+    assert s.namespaces == ("a", "b")
+    assert s.scanning is False
+    assert s.retry_schedule == (1.0, 2.5)
+    assert s.retry_jitter == 0.1
+    assert s.delivery_timeout == 3
+    assert s.egress_allow == (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+    assert s.egress_deny_private is True
+    assert s.require_https is True
+
+
+def test_flags_win_over_env() -> None:
+    s = settings_for(["--namespace", "x", "-n", "y", "--retry-jitter", "0.3"], {"HERALD_RETRY_JITTER": "0.1"})
+    assert s.namespaces == ("x", "y")
+    assert s.retry_jitter == 0.3
+    assert settings_for(["--all-namespaces"], {}).namespaces is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "needle"),
+    [
+        ([], {"HERALD_RETRY_JITTER": "2"}, "HERALD_RETRY_JITTER"),
+        ([], {"HERALD_EGRESS_ALLOW": "not-a-cidr"}, "--egress-allow"),
+        ([], {"HERALD_SCANNING": "maybe"}, "HERALD_SCANNING"),
+        (["--delivery-timeout", "-1"], {}, "--delivery-timeout"),
+        (["--namespace", "a", "--all-namespaces"], {}, "exclude each other"),
+    ],
+)
+def test_bad_values_name_the_culprit(argv: list[str], env: dict[str, str], needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        settings_for(argv, env)
+
+
+def test_main_reports_bad_values_as_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--log-level", "LOUD"])
+    assert exc.value.code == 2
+    assert "HERALD_LOG_LEVEL" in capsys.readouterr().err
+
+
+def test_json_log_lines_carry_delivery_fields() -> None:
+    record = logging.LogRecord("herald", logging.INFO, __file__, 1, "delivered %s", ("x",), None)
+    record.webhook = "ns/w"
+    record.payload_id = "p-1"
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "delivered x"
+    assert line["webhook"] == "ns/w"
+    assert line["payload_id"] == "p-1"

@@ -1,0 +1,171 @@
+"""status.py: records, bounds, conditions, and resuming from whatever a status holds."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from herald.models import (
+    DeliveryOutcome,
+    DeploymentEvent,
+    DeploymentState,
+    DeploymentStatus,
+    EnvironmentRef,
+    EnvironmentType,
+    EventType,
+    Named,
+    PendingDelivery,
+)
+from herald.status import (
+    ATTEMPT_LOG_LIMIT,
+    WebhookStatus,
+    add_pending,
+    finish,
+    new_record,
+    parse_status,
+    parse_webhook,
+    record_attempt,
+    set_condition,
+    to_patch,
+    update_pending,
+)
+
+T0 = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
+
+
+def event(n: int, kind: EventType = EventType.DEPLOYMENT_STARTED) -> DeploymentEvent:
+    return DeploymentEvent(
+        event_type=kind,
+        payload_id=f"p-{n}",
+        created_at=T0,
+        environment=EnvironmentRef(uid="u", name="web", namespace="ns", type=EnvironmentType.PRODUCTION),
+        organization=Named(name="Acme"),
+        project=Named(name="shop"),
+        deployment=DeploymentStatus(id=f"d-{n}", current_status=DeploymentState.QUEUED),
+    )
+
+
+def pending(n: int) -> PendingDelivery:
+    return PendingDelivery(record=new_record(event(n), now=T0), notification=event(n))
+
+
+def test_history_is_bounded_newest_first_and_pending_leaves_on_finish() -> None:
+    status = WebhookStatus()
+    for n in range(30):
+        status = add_pending(status, pending(n), history_limit=20)
+    assert len(status.pending) == 30
+    assert len(status.deliveries) == 20
+    assert status.deliveries[0].payload_id == "p-29"
+    done = pending(29).record.model_copy(update={"outcome": DeliveryOutcome.SUCCEEDED})
+    status = finish(status, PendingDelivery(record=done, notification=event(29)), history_limit=20)
+    assert len(status.pending) == 29
+    assert status.counters.delivered == 1
+    assert status.last_delivery == done
+    assert [n.payload_id for n in status.sent] == ["p-29"]
+    assert [r.payload_id for r in status.deliveries].count("p-29") == 1
+
+
+def test_sent_notifications_follow_the_history_bound() -> None:
+    status = WebhookStatus()
+    for n in range(25):
+        failed = pending(n).record.model_copy(update={"outcome": DeliveryOutcome.FAILED})
+        status = finish(status, PendingDelivery(record=failed, notification=event(n)), history_limit=20)
+    assert status.counters.failed == 25
+    assert {n.payload_id for n in status.sent} == {r.payload_id for r in status.deliveries}
+    assert len(status.sent) == 20
+
+
+def test_attempt_log_is_bounded_and_counts() -> None:
+    record = new_record(event(1), now=T0)
+    for i in range(ATTEMPT_LOG_LIMIT + 5):
+        record = record_attempt(
+            record,
+            now=T0 + datetime.timedelta(seconds=i),
+            http_status=503,
+            error="HTTP 503",
+            duration_ms=3,
+            outcome=DeliveryOutcome.RETRYING,
+            next_attempt_at=T0,
+        )
+    assert record.attempts == ATTEMPT_LOG_LIMIT + 5
+    assert len(record.attempt_log) == ATTEMPT_LOG_LIMIT
+    assert record.attempt_log[-1].number == ATTEMPT_LOG_LIMIT + 5
+
+
+def test_update_pending_replaces_in_place() -> None:
+    status = add_pending(
+        add_pending(WebhookStatus(), pending(1), history_limit=20), pending(2), history_limit=20
+    )
+    retried = pending(1).record.model_copy(update={"attempts": 1, "outcome": DeliveryOutcome.RETRYING})
+    status = update_pending(status, PendingDelivery(record=retried, notification=event(1)), history_limit=20)
+    assert [p.record.payload_id for p in status.pending] == ["p-1", "p-2"]
+    assert status.pending[0].record.attempts == 1
+
+
+def test_condition_transition_time_moves_only_on_change() -> None:
+    later = T0 + datetime.timedelta(minutes=5)
+    s1 = set_condition(
+        WebhookStatus(), type_="Ready", value="True", reason="A", message="a", now=T0, generation=1
+    )
+    s2 = set_condition(s1, type_="Ready", value="True", reason="B", message="b", now=later, generation=1)
+    s3 = set_condition(s2, type_="Ready", value="False", reason="C", message="c", now=later, generation=1)
+    assert s2.conditions[0].last_transition_time == T0
+    assert s3.conditions[0].last_transition_time == later
+    assert (
+        set_condition(s3, type_="Ready", value="False", reason="C", message="c", now=T0, generation=1) is s3
+    )
+
+
+def test_patch_round_trips_and_nulls_cleared_fields() -> None:
+    status = add_pending(WebhookStatus(observed_generation=3), pending(1), history_limit=20)
+    patch = to_patch(status)
+    assert patch["pause"] is None
+    assert patch["lastDelivery"] is None
+    assert parse_status(patch) == status
+
+
+def test_parse_status_salvages_good_items() -> None:
+    good = to_patch(add_pending(WebhookStatus(), pending(1), history_limit=20))
+    raw: dict[str, Any] = {**good, "deliveries": [*good["deliveries"], {"garbage": True}], "counters": "nope"}
+    status = parse_status(raw)
+    assert [r.payload_id for r in status.deliveries] == ["p-1"]
+    assert len(status.pending) == 1
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_parse_status_never_raises(raw: Any) -> None:
+    assert isinstance(parse_status(raw), WebhookStatus)
+
+
+@given(st.dictionaries(st.sampled_from(["metadata", "spec", "status", "kind"]), json_values))
+def test_parse_webhook_never_raises(body: dict[str, Any]) -> None:
+    view = parse_webhook(body, cluster=False)
+    assert (view.spec is None) == (view.spec_error is not None)
+
+
+def test_scope_rules() -> None:
+    spec = {"url": "https://x.example/h", "kind": "STANDARD", "events": ["DEPLOYMENT_STARTED"]}
+    meta = {"name": "w", "namespace": "ns", "generation": 2}
+    cluster_ref = {**spec, "secretRef": {"name": "s"}}
+    view = parse_webhook({"metadata": meta, "spec": cluster_ref}, cluster=True)
+    assert view.spec_error is not None
+    assert "namespace" in view.spec_error
+    selector = {**spec, "namespaceSelector": {"matchLabels": {"a": "b"}}}
+    assert "ClusterWebhook" in (
+        parse_webhook({"metadata": meta, "spec": selector}, cluster=False).spec_error or ""
+    )
+    ok = parse_webhook({"metadata": meta, "spec": {**spec, "secretRef": {"name": "s"}}}, cluster=False)
+    assert ok.spec is not None
+    assert ok.spec.secret_ref is not None
+    assert ok.spec.secret_ref.key == "secret"
+    assert ok.generation == 2
