@@ -27,6 +27,7 @@ import kopf
 import yaml
 from aiohttp import web
 
+from herald.delivery import Resolver
 from herald.handlers import Runtime, build_registry
 from herald.kube import API_GROUP, API_VERSION
 from herald.metrics import Metrics
@@ -47,6 +48,7 @@ OBSERVED = {  # resources kopf's observers expect besides Herald's own (see TEST
     "v1/events": True,
     "events.k8s.io/v1/events": True,
     "v1/secrets": True,
+    "coordination.k8s.io/v1/leases": True,
 }
 VERBS = {"list", "watch", "get", "patch", "create", "delete"}
 
@@ -259,19 +261,24 @@ async def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str) 
 
 @contextlib.asynccontextmanager
 async def running_operator(
-    emu: Emulator, settings: Settings, *, metrics: Metrics | None = None
+    emu: Emulator, settings: Settings, *, metrics: Metrics | None = None, resolver: Resolver | None = None
 ) -> AsyncIterator[Runtime]:
     """The real operator in this event loop, against the emulator; yields once its watches are open."""
     runtimes: list[Runtime] = []
     registry = build_registry(
-        settings, connection=kopf.ConnectionInfo(server=emu.url), metrics=metrics, runtimes=runtimes
+        settings,
+        connection=kopf.ConnectionInfo(server=emu.url),
+        metrics=metrics,
+        resolver=resolver,
+        runtimes=runtimes,
     )
     ready, stop = asyncio.Event(), asyncio.Event()
     before = emu.watches()
     tasks = await kopf.spawn_tasks(
         registry=registry, clusterwide=True, standalone=True, ready_flag=ready, stop_flag=stop
     )
-    runner = asyncio.create_task(kopf.run_tasks(tasks, ignored=set(asyncio.all_tasks())))
+    ignored = set(asyncio.all_tasks())
+    runner = asyncio.create_task(kopf.run_tasks(tasks, ignored=ignored))
     try:
         await asyncio.wait_for(ready.wait(), timeout=20)
         await wait_for(
@@ -281,6 +288,9 @@ async def running_operator(
         )
         yield runtimes[0]
     finally:
+        # kopf waits up to 5 s for every task born while it ran; the emulator's and receivers'
+        # connection handlers are not the operator's, so they are not waited for.
+        ignored.update(t for t in asyncio.all_tasks() if not t.get_name().startswith("herald-"))
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(runner, timeout=20)

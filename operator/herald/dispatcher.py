@@ -568,6 +568,8 @@ class _Worker:
 
     async def close(self) -> None:
         self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
         if self._flusher is not None and not self._flusher.done():
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(self._flusher, timeout=5)

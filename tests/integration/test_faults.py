@@ -203,6 +203,12 @@ async def _storm(emu: Emulator, receiver: Receiver) -> None:
     expected = {(n, "DEPLOYMENT_STARTED") for n in names}
     expected |= {(n, "DEPLOYMENT_SUCCESSFUL" if i % 2 else "DEPLOYMENT_FAILURE") for i, n in enumerate(names)}
     assert sorted(sent) == sorted(expected)
+    patches = [
+        r
+        for r in list(emu.kmock._requests)
+        if str(r.method).endswith("PATCH") and "/webhooks/std/status" in str(r.url)
+    ]
+    assert 0 < len(patches) <= len(sent)  # coalesced: never more than one status patch per delivery
     for name in names:  # STARTED reached the receiver before its terminal event
         order = [e for n, e in sent if n == name]
         assert order[0] == "DEPLOYMENT_STARTED"
@@ -267,3 +273,32 @@ async def test_sigkill_with_pending_deliveries_loses_and_duplicates_nothing(
     for pid, before in attempts_before.items():
         assert records[pid]["attempts"] > before  # the count carried over the restart
     assert json.dumps(status_of(emu, "Webhook", NS, "down").get("pending")) in ("[]", "null")
+
+
+async def test_pending_bound_drops_visibly(emu: Emulator, receiver: Receiver) -> None:
+    receiver.scripts["/down"] = [503] * 100
+    settings = dataclasses.replace(FAST, max_pending=2, retry_schedule=(30.0,))
+    async with running_operator(emu, settings):
+        await emu.create(webhook("down", f"{receiver.url}/down"))
+        await emu.create(environment("web"))
+        await deploy(emu, "web", "d-1", "DEPLOYED")  # two events: the queue is full
+        await wait_for(lambda: len(receiver.on("/down")) == 2, timeout=10, what="both first attempts")
+        await deploy(emu, "web", "d-2", "DEPLOYED")  # two more: nowhere to keep them
+
+        def dropped() -> bool:
+            return status_of(emu, "Webhook", NS, "down").get("counters", {}).get("dropped") == 2
+
+        await wait_for(dropped, timeout=10, what="two drops counted")
+    status = status_of(emu, "Webhook", NS, "down")
+    assert len(status["pending"]) == 2
+    failed = [r for r in status["deliveries"] if r["outcome"] == "Failed"]
+    assert len(failed) == 2
+    assert all("QueueFull" in r["error"] for r in failed)
+    assert {r["deploymentId"] for r in failed} == {"d-2"}
+    warnings = [
+        o.raw
+        for (res, _ns, _name), o in emu.kmock.objects.items()
+        if res.plural == "events" and not o.deleted and o.raw.get("reason") == "QueueFull"
+    ]
+    assert len(warnings) == 2
+    assert all(w["type"] == "Warning" for w in warnings)
