@@ -26,6 +26,7 @@ import kmock
 import kopf
 import yaml
 from aiohttp import web
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from herald.delivery import Resolver
 from herald.handlers import Runtime, build_registry
@@ -158,6 +159,13 @@ class Emulator:
             raise RuntimeError(f"patch {kind} {name}: HTTP {response.status}")
         result: dict[str, Any] = await response.json()
         return result
+
+    async def deploy(self, namespace: str, name: str, deployment_id: str, state: str, **extra: Any) -> None:
+        """What a deployment controller does: patch an Environment's ``status.deployment``."""
+        deployment = {"id": deployment_id, "currentStatus": state, "desiredStatus": "DEPLOYED", **extra}
+        await self.patch(
+            "Environment", namespace, name, {"status": {"deployment": deployment}}, subresource="status"
+        )
 
     async def delete(self, kind: str, namespace: str | None, name: str) -> None:
         await self.kmock.delete(self.path(kind, namespace, name))
@@ -372,19 +380,45 @@ def _status_table(emu: Emulator, webhooks: list[tuple[str, str | None, str]]) ->
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
 
 
+def _signing_keys(docs: list[dict[str, Any]]) -> list[str]:
+    keys = []
+    for doc in docs:
+        if doc.get("kind") == "Secret":
+            values = {**(doc.get("stringData") or {})}
+            values.update({k: base64.b64decode(v).decode() for k, v in (doc.get("data") or {}).items()})
+            keys += [v for v in values.values() if v.startswith("whsec_")]
+    return keys
+
+
+def _signature(item: Received, keys: list[str]) -> str:
+    """What a receiver would conclude from the Standard Webhooks headers."""
+    if "webhook-signature" not in {k.lower() for k in item.headers}:
+        return ""
+    for key in keys:
+        try:
+            Webhook(key).verify(item.body, item.headers)
+        except WebhookVerificationError:
+            continue
+        return "signature verified"
+    return "SIGNATURE INVALID"
+
+
 async def run_demo() -> int:
     started = time.monotonic()
+    docs = load_manifests(project_root() / "deploy" / "examples")
+    keys = _signing_keys(docs)
 
     def show(item: Received, status: int) -> None:
         payload = item.json()
-        event = payload.get("event_type") or f"slack: {payload.get('text', '')[:50]}"
-        _print(f"  -> {item.path:<40} {event:<24} HTTP {status}  (+{time.monotonic() - started:.2f}s)")
+        event = payload.get("event_type") or f"slack: {payload.get('text', '')[:34]}"
+        elapsed = time.monotonic() - started
+        _print(f"  -> {item.path:<34} {event[:22]:<22} HTTP {status}  +{elapsed:.2f}s  {_signature(item, keys)}")
 
     receiver = Receiver(on_request=show)
     await receiver.start()
     try:
         async with emulator() as emu:
-            docs = _rewrite_for_demo(load_manifests(project_root() / "deploy" / "examples"), receiver)
+            docs = _rewrite_for_demo(docs, receiver)
             _print(f"Kubernetes API emulator at {emu.url}; receiver at {receiver.url}")
             async with running_operator(emu, DEMO_SETTINGS):
                 for doc in docs:
@@ -415,21 +449,7 @@ async def _drive(emu: Emulator, receiver: Receiver, docs: list[dict[str, Any]]) 
         _print(f"\nEnvironment {namespace}/{name}: deployment {deployment_id}")
         for state in states:
             _print(f"  status.deployment.currentStatus = {state}")
-            await emu.patch(
-                "Environment",
-                namespace,
-                name,
-                {
-                    "status": {
-                        "deployment": {
-                            "id": deployment_id,
-                            "currentStatus": state,
-                            "desiredStatus": "DEPLOYED",
-                        }
-                    }
-                },
-                subresource="status",
-            )
+            await emu.deploy(namespace, name, deployment_id, state)
             await asyncio.sleep(0.3)
 
     def settled() -> bool:

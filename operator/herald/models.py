@@ -15,7 +15,15 @@ import enum
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 __all__ = [
@@ -150,17 +158,6 @@ class LabelSelector(_Model):
     match_expressions: tuple[LabelSelectorRequirement, ...] = ()
 
 
-def _ref_with_default_key(default_key: str) -> Any:
-    """Accept a ref without ``key`` by filling the field's documented default."""
-
-    def fill(value: Any) -> Any:
-        if isinstance(value, dict) and "key" not in value:
-            return {**value, "key": default_key}
-        return value
-
-    return fill
-
-
 # Default keys inside the referenced Secrets (documented in the CRDs).
 DEFAULT_SECRET_KEY = "secret"
 DEFAULT_URL_KEY = "url"
@@ -168,6 +165,12 @@ DEFAULT_SIGNING_KEY = "signingKey"
 DEFAULT_CA_KEY = "ca.crt"
 # A second signing key, sent alongside during rotation.
 PREVIOUS_SIGNING_KEY = "previous"
+DEFAULT_KEYS = {
+    "secret_ref": DEFAULT_SECRET_KEY,
+    "url_secret_ref": DEFAULT_URL_KEY,
+    "signing_secret_ref": DEFAULT_SIGNING_KEY,
+    "ca_secret_ref": DEFAULT_CA_KEY,
+}
 
 
 class WebhookSpec(_Model):
@@ -189,25 +192,13 @@ class WebhookSpec(_Model):
     ca_secret_ref: SecretRef | None = None
     namespace_selector: LabelSelector | None = None
 
-    @field_validator("secret_ref", mode="before")
+    @field_validator("secret_ref", "url_secret_ref", "signing_secret_ref", "ca_secret_ref", mode="before")
     @classmethod
-    def _secret_key(cls, value: Any) -> Any:
-        return _ref_with_default_key(DEFAULT_SECRET_KEY)(value)
-
-    @field_validator("url_secret_ref", mode="before")
-    @classmethod
-    def _url_key(cls, value: Any) -> Any:
-        return _ref_with_default_key(DEFAULT_URL_KEY)(value)
-
-    @field_validator("signing_secret_ref", mode="before")
-    @classmethod
-    def _signing_key(cls, value: Any) -> Any:
-        return _ref_with_default_key(DEFAULT_SIGNING_KEY)(value)
-
-    @field_validator("ca_secret_ref", mode="before")
-    @classmethod
-    def _ca_key(cls, value: Any) -> Any:
-        return _ref_with_default_key(DEFAULT_CA_KEY)(value)
+    def _default_key(cls, value: Any, info: ValidationInfo) -> Any:
+        """A ref without ``key`` gets the documented default key of its field (as the CRD defaults it)."""
+        if isinstance(value, dict) and "key" not in value and info.field_name is not None:
+            return {**value, "key": DEFAULT_KEYS[info.field_name]}
+        return value
 
     @field_validator("url")
     @classmethod

@@ -126,22 +126,7 @@ def secret(name: str, data: dict[str, str], *, namespace: str = NS) -> dict[str,
 async def deploy(
     emu: Emulator, name: str, deployment_id: str, state: str, *, namespace: str = NS, **extra: Any
 ) -> None:
-    await emu.patch(
-        "Environment",
-        namespace,
-        name,
-        {
-            "status": {
-                "deployment": {
-                    "id": deployment_id,
-                    "currentStatus": state,
-                    "desiredStatus": "DEPLOYED",
-                    **extra,
-                }
-            }
-        },
-        subresource="status",
-    )
+    await emu.deploy(namespace, name, deployment_id, state, **extra)
 
 
 def status_of(emu: Emulator, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
