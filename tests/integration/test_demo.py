@@ -8,7 +8,7 @@ import sys
 
 
 def test_demo_runs_the_whole_flow_and_exits_zero() -> None:
-    done = subprocess.run(  # noqa: S603 - our own interpreter and module
+    done = subprocess.run(
         [sys.executable, "-m", "herald.cli", "demo"], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
