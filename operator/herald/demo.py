@@ -410,9 +410,9 @@ async def run_demo() -> int:
 
     def show(item: Received, status: int) -> None:
         payload = item.json()
-        event = payload.get("event_type") or f"slack: {payload.get('text', '')[:34]}"
+        event = (payload.get("event_type") or f"slack: {payload.get('text', '')}")[:22]
         elapsed = time.monotonic() - started
-        _print(f"  -> {item.path:<34} {event[:22]:<22} HTTP {status}  +{elapsed:.2f}s  {_signature(item, keys)}")
+        _print(f"  -> {item.path:<34} {event:<22} HTTP {status}  +{elapsed:.2f}s  {_signature(item, keys)}")
 
     receiver = Receiver(on_request=show)
     await receiver.start()
