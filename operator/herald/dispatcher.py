@@ -48,6 +48,7 @@ from herald.status import (
     WebhookStatus,
     WebhookView,
     add_pending,
+    condition,
     finish,
     new_record,
     parse_status,
@@ -64,6 +65,7 @@ logger = logging.getLogger("herald.dispatcher")
 # The first status patch after a quiet spell waits this long, so that a delivery answered
 # promptly is persisted once, already finished, instead of once pending and once done.
 FLUSH_GRACE = 0.2
+SECRET_REASONS = frozenset({"SecretNotFound", "SecretKeyNotFound", "InvalidSigningKey"})
 # Backoff for a status patch the API server refused (it is retried until it lands).
 FLUSH_RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
 
@@ -320,22 +322,46 @@ class _Worker:
         wait = (due_at - self.owner.now()).total_seconds()
         return (first, None) if wait <= 0 else (None, wait)
 
+    def _recheck_in(self) -> float | None:
+        """While Ready=False for a Secret, look again now and then: Ready recovers by itself."""
+        ready = condition(self.status, "Ready")
+        if (
+            self.view.spec is None
+            or ready is None
+            or ready.status != "False"
+            or ready.reason not in SECRET_REASONS
+        ):
+            return None
+        return max(self.owner.settings.secret_cache_ttl, 1.0)
+
     async def _run(self) -> None:
         while True:
-            self._wake.clear()
-            due, wait = self._next_due()
-            if due is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=wait)
-                continue
-            async with self.owner.slots:
-                try:
-                    await self._attempt(due)
-                except Exception as exc:  # a bug must not stop this webhook's deliveries for good
-                    logger.exception("attempt for %s failed unexpectedly", self.view.ref)
-                    self._apply(
-                        due, _internal_error(exc), kind=self.view.spec.kind.value if self.view.spec else ""
-                    )
+            try:
+                await self._step()
+            except Exception:  # a bug must not stop this webhook's deliveries for good
+                logger.exception("worker of %s failed; continuing", self.view.ref)
+                await asyncio.sleep(1)
+
+    async def _step(self) -> None:
+        """Attempt the next due delivery, or wait for one (or for a missing Secret to appear)."""
+        self._wake.clear()
+        due, wait = self._next_due()
+        if due is None:
+            recheck = self._recheck_in()
+            timeout = recheck if wait is None else wait if recheck is None else min(wait, recheck)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            except TimeoutError:
+                if recheck is not None and self.view.spec is not None:
+                    await self._validate(self.view.spec)
+            return
+        async with self.owner.slots:
+            try:
+                await self._attempt(due)
+            except Exception as exc:  # recorded as a failed attempt and retried on schedule
+                logger.exception("attempt for %s failed unexpectedly", self.view.ref)
+                kind = self.view.spec.kind.value if self.view.spec else ""
+                self._apply(due, _internal_error(exc), kind=kind)
 
     async def _target(self, spec: WebhookSpec) -> _Target:
         ns = self.view.ref.namespace
@@ -521,7 +547,7 @@ class _Worker:
                 view, "Warning", reason, f"{what} failed for good after {record.attempts} attempts: {error}"
             )
         else:
-            if error.startswith(("SecretNotFound", "SecretKeyNotFound", "InvalidSigningKey")):
+            if error.startswith(tuple(SECRET_REASONS)):
                 self._condition("Ready", False, error.split(":", 1)[0], error)
             if previous_failures == 0:
                 owner.post(view, "Warning", "DeliveryFailed", f"{what}: {error}; will retry")

@@ -270,3 +270,21 @@ async def test_bad_input_is_reported_and_isolated(
     assert receiver.on("/both") == []
     assert receiver.on("/bad") == []
     assert all(r.json()["payload"]["id"] == "d-1" for r in receiver.on("/good"))
+
+
+async def test_ready_recovers_when_the_secret_appears_without_deliveries(
+    emu: Emulator, receiver: Receiver, operator: Runtime
+) -> None:
+    await emu.create(webhook("std", f"{receiver.url}/std", signingSecretRef={"name": "keys"}))
+    await wait_for(
+        lambda: condition(emu, "Webhook", NS, "std").get("reason") == "SecretNotFound",
+        timeout=10,
+        what="missing",
+    )
+    await emu.create(secret("keys", {"signingKey": "whsec_" + "A" * 40}))
+    await wait_for(
+        lambda: condition(emu, "Webhook", NS, "std").get("status") == "True",
+        timeout=10,
+        what="Ready=True by itself",
+    )
+    assert receiver.received == []
