@@ -6,10 +6,11 @@ one at a time, oldest first, which keeps a deployment's STARTED ahead of its ter
 
 The worker's ``WebhookStatus`` is the truth; it is patched onto the status subresource at most
 once per ``Settings.status_interval`` (the first patch after a quiet spell waits a short grace,
-so a prompt delivery is recorded already finished, in one patch). ``submit`` returns once its
-deliveries are persisted there, and only then does the caller mark the event as notified: after
-a crash, deliveries resume from the status (attempts and next attempt time included) and an
-event notified twice is recognised by its ``payload_id``.
+so a prompt delivery is recorded already finished, in one patch). ``submit`` queues at once and
+hands back an awaitable that completes when the deliveries are persisted there; only then does
+the caller mark the event as notified: after a crash, deliveries resume from the status
+(attempts and next attempt time included) and an event notified twice is recognised by its
+``payload_id``.
 """
 
 from __future__ import annotations
@@ -695,14 +696,19 @@ class Dispatcher:
             await worker.close()
             self.update_pending_gauge()
 
-    async def submit(self, deliveries: Iterable[tuple[WebhookView, DeploymentEvent]]) -> None:
-        """Queue deliveries and return once each is persisted on its webhook's status."""
+    def submit(self, deliveries: Iterable[tuple[WebhookView, DeploymentEvent]]) -> Awaitable[None]:
+        """Queue deliveries now (their first attempts start at once); the returned awaitable
+        completes when every one of them is persisted on its webhook's status."""
         touched: dict[int, _Worker] = {}
         for view, event in deliveries:
             worker = self._worker(view)
             worker._enqueue(event)
             touched[id(worker)] = worker
-        await asyncio.gather(*(w.persisted() for w in touched.values()))
+
+        async def persisted() -> None:
+            await asyncio.gather(*(w.persisted() for w in touched.values()))
+
+        return persisted()
 
     def status_of(self, *, cluster: bool, ref: ObjectRef) -> WebhookStatus | None:
         worker = self._workers.get((cluster, ref))
@@ -711,5 +717,7 @@ class Dispatcher:
     async def close(self) -> None:
         await asyncio.gather(*(w.close() for w in self._workers.values()))
         self._workers.clear()
+        if self._background:  # let the last ledger writes land: they only wait for the flushes above
+            await asyncio.wait(set(self._background), timeout=5)
         for task in list(self._background):
             task.cancel()

@@ -8,14 +8,16 @@ event in, one delivery out, and one annotation patch recording what was notified
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+import httpx
 import kopf
 
 from herald import USER_AGENT
@@ -33,7 +35,7 @@ from herald.events import (
     parse_ledger,
     record_events,
 )
-from herald.kube import API_GROUP, API_VERSION, ApiConnection, KubeClient, write_temp_pem
+from herald.kube import API_GROUP, API_VERSION, ApiConnection, ApiError, KubeClient, write_temp_pem
 from herald.matching import matches, selector_matches
 from herald.metrics import Metrics
 from herald.models import DeploymentEvent, NotifiedLedger, ObjectRef
@@ -46,6 +48,7 @@ logger = logging.getLogger("herald.handlers")
 
 CLUSTER_KEY = "*"  # the one key of the clusterwebhooks index
 LEDGER_MEMORY = 100_000  # Environments whose last notification this process remembers
+LEDGER_RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
 EVENT_REASONS = {
     "DEPLOYMENT_STARTED": "DeploymentStarted",
     "DEPLOYMENT_SUCCESSFUL": "DeploymentSuccessful",
@@ -68,6 +71,41 @@ class Runtime:
     ledgers: collections.OrderedDict[str, NotifiedLedger] = dataclasses.field(
         default_factory=collections.OrderedDict
     )
+
+    ledger_locks: dict[str, asyncio.Lock] = dataclasses.field(default_factory=dict)
+
+    async def write_ledger(self, namespace: str, name: str, uid: str, persisted: Awaitable[None]) -> None:
+        """Mark events notified on the Environment once their deliveries are persisted, off the hot
+        path. Writes for one Environment are serialised and each writes the newest ledger."""
+        await persisted
+        lock = self.ledger_locks.setdefault(uid, asyncio.Lock())
+        try:
+            async with lock:
+                for delay in LEDGER_RETRY_DELAYS:
+                    ledger = self.ledgers.get(uid)
+                    if ledger is None:
+                        return
+                    try:
+                        await self.kube.patch_annotations(
+                            plural="environments",
+                            namespace=namespace,
+                            name=name,
+                            annotations={LEDGER_ANNOTATION: dump_ledger(ledger)},
+                        )
+                        return
+                    except ApiError as exc:
+                        if exc.status == 404:
+                            return  # the Environment is gone
+                        logger.warning("cannot record notified events on %s/%s: %s", namespace, name, exc)
+                    except httpx.HTTPError as exc:
+                        logger.warning("cannot record notified events on %s/%s: %s", namespace, name, exc)
+                    await asyncio.sleep(delay)
+                # Not recorded: after a restart the events are derived again and recognised by
+                # their payload_id on the webhooks' status, so nothing is sent twice.
+                logger.error("gave up recording notified events on %s/%s", namespace, name)
+        finally:
+            if not lock.locked():
+                self.ledger_locks.pop(uid, None)
 
     def remember(self, uid: str, ledger: NotifiedLedger) -> None:
         self.ledgers[uid] = ledger
@@ -248,7 +286,6 @@ def build_registry(
     async def on_environment(
         event: kopf.RawEvent,
         body: kopf.Body,
-        patch: kopf.Patch,
         logger: kopf.Logger,
         **indices: Any,
     ) -> None:
@@ -292,10 +329,13 @@ def build_registry(
             )
             for view in await targets(rt, environment.namespace, notification, webhooks, clusterwebhooks):
                 deliveries.append((view, notification))
-        await rt.dispatcher.submit(deliveries)
+        persisted = rt.dispatcher.submit(deliveries)
         notified = record_events(ledger, deployment.id, new_events)
         rt.remember(uid, notified)
-        patch.metadata.annotations[LEDGER_ANNOTATION] = dump_ledger(notified)
+        rt.dispatcher.spawn(
+            rt.write_ledger(environment.namespace, environment.name, uid, persisted),
+            name=f"herald-ledger-{uid}",
+        )
         for event_type in new_events:
             rt.metrics.deployment_events.labels(event=event_type.value).inc()
             count = sum(1 for _, n in deliveries if n.event_type is event_type)

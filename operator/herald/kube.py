@@ -119,6 +119,14 @@ class KubeClient:
         path = self.herald_path(plural, namespace, name, subresource="status")
         self._check(await self._request("PATCH", path, json={"status": status}, patch=True))
 
+    async def patch_annotations(
+        self, *, plural: str, namespace: str | None, name: str, annotations: Mapping[str, str]
+    ) -> None:
+        path = self.herald_path(plural, namespace, name)
+        self._check(
+            await self._request("PATCH", path, json={"metadata": {"annotations": annotations}}, patch=True)
+        )
+
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """The Secret's decoded data, or None when it does not exist."""
         response = await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
