@@ -257,12 +257,19 @@ def test_ports_and_resources(container: dict[str, Any]) -> None:
     assert "memory" in resources["limits"]
 
 
-EXPECTED_ENV = {"HERALD_ALL_NAMESPACES": "true", "HERALD_LOG_FORMAT": "json", "HERALD_LOG_LEVEL": "INFO"}
+EXPECTED_ENV = {
+    "HERALD_ALL_NAMESPACES": "true",
+    "HERALD_LOG_FORMAT": "json",
+    "HERALD_LOG_LEVEL": "INFO",
+    "HERALD_LEADER_ELECTION": "true",
+}
 
 
 def test_environment_configures_herald(container: dict[str, Any]) -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert EXPECTED_ENV.items() <= env.items()
+    lease_namespace = next(e for e in container["env"] if e["name"] == "HERALD_LEASE_NAMESPACE")
+    assert lease_namespace["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     cli = (ROOT / "operator" / "herald" / "cli.py").read_text()
     for name in env:
         assert name.startswith("HERALD_")
