@@ -67,6 +67,8 @@ logger = logging.getLogger("herald.dispatcher")
 # promptly is persisted once, already finished, instead of once pending and once done.
 FLUSH_GRACE = 0.2
 SECRET_REASONS = frozenset({"SecretNotFound", "SecretKeyNotFound", "InvalidSigningKey"})
+# Failures a person fixes in a Secret or the spec; shown on Ready, not only on Degraded.
+CONFIG_REASONS = SECRET_REASONS | {"InvalidCA", "InvalidSecret", "InvalidURL"}
 # Backoff for a status patch the API server refused (it is retried until it lands).
 FLUSH_RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
 
@@ -385,10 +387,11 @@ class _Worker:
             current = await cache.value(ref, namespace=where(ref), field="signingSecretRef")
             previous = await cache.optional(ref, namespace=where(ref), key=PREVIOUS_SIGNING_KEY)
             keys = tuple(k for k in (current, previous) if k)
-            for key in keys:
-                error = signing_key_error(key)
+            for key_name, value in ((ref.key, current), (PREVIOUS_SIGNING_KEY, previous)):
+                error = signing_key_error(value) if value else None
                 if error is not None:
-                    raise SecretProblem("InvalidSigningKey", f"signingSecretRef: {error}")
+                    where_ = f"Secret {where(ref)}/{ref.name} key {key_name!r}"
+                    raise SecretProblem("InvalidSigningKey", f"signingSecretRef: {where_}: {error}")
         ca = None
         if spec.ca_secret_ref is not None:
             ca = await cache.value(
@@ -548,8 +551,9 @@ class _Worker:
                 view, "Warning", reason, f"{what} failed for good after {record.attempts} attempts: {error}"
             )
         else:
-            if error.startswith(tuple(SECRET_REASONS)):
-                self._condition("Ready", False, error.split(":", 1)[0], error)
+            reason, _, detail = error.partition(":")
+            if reason in CONFIG_REASONS:  # fixable by a person: say so on Ready, as _validate does
+                self._condition("Ready", False, reason, detail.strip())
             if previous_failures == 0:
                 owner.post(view, "Warning", "DeliveryFailed", f"{what}: {error}; will retry")
 
