@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import ipaddress
 import json
@@ -15,6 +16,7 @@ import logging
 import os
 import socket
 import sys
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -25,7 +27,7 @@ from prometheus_client import start_http_server
 
 from herald import __version__
 from herald.handlers import api_login, build_registry
-from herald.kube import KubeClient
+from herald.kube import API_GROUP, API_VERSION, KubeClient
 from herald.leader import LeaseConfig, LeaseElector
 from herald.metrics import Metrics
 from herald.settings import DEFAULT_RETRY_SCHEDULE, Network, Settings
@@ -281,15 +283,45 @@ def configure_logging(level: str, fmt: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-async def serve_health(port: int, ready: asyncio.Event) -> web.AppRunner:
-    """``/healthz`` answers from the event loop itself, so a blocked loop fails liveness;
-    ``/readyz`` answers 200 once kopf has listed every resource and opened its watches."""
+READY_WINDOW = 10.0  # seconds an answer from the API server counts for /readyz
+PROBE_EVERY = 2.0
+
+
+@dataclasses.dataclass
+class Readiness:
+    """``/readyz``: the API server answered a list of Webhooks lately and, unless this replica is a
+    standby waiting for the Lease, kopf has listed everything and opened its watches. A standby is
+    ready too: otherwise a rolling update of two replicas could never replace the leader."""
+
+    kopf_ready: asyncio.Event
+    standby: bool = False
+    api_ok_at: float = float("-inf")
+
+    def ready(self) -> bool:
+        fresh = time.monotonic() - self.api_ok_at < READY_WINDOW
+        return fresh and (self.standby or self.kopf_ready.is_set())
+
+    async def probe(self, kube: KubeClient, settings: Settings) -> None:
+        scope = f"/namespaces/{settings.namespaces[0]}" if settings.namespaces else ""
+        path = f"/apis/{API_GROUP}/{API_VERSION}{scope}/webhooks?limit=1"
+        while True:
+            try:
+                await kube.probe(path)
+            except Exception as exc:  # not ready; the reason is worth a line at DEBUG only
+                logging.getLogger("herald.health").debug("readiness probe failed: %s", exc)
+            else:
+                self.api_ok_at = time.monotonic()
+            await asyncio.sleep(PROBE_EVERY)
+
+
+async def serve_health(port: int, readiness: Readiness) -> web.AppRunner:
+    """``/healthz`` answers from the event loop itself, so a blocked loop fails liveness."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
     async def readyz(_: web.Request) -> web.Response:
-        return web.Response(text="ready") if ready.is_set() else web.Response(status=503, text="starting")
+        return web.Response(text="ready") if readiness.ready() else web.Response(status=503, text="not ready")
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
@@ -305,8 +337,10 @@ async def run_operator(settings: Settings) -> int:
     if settings.metrics_port:
         start_http_server(settings.metrics_port, registry=metrics.registry)
     ready, stop = asyncio.Event(), asyncio.Event()
-    health = await serve_health(settings.health_port, ready) if settings.health_port else None
+    readiness = Readiness(kopf_ready=ready, standby=settings.leader_election)
     kube = KubeClient(api_login)
+    prober = asyncio.create_task(readiness.probe(kube, settings))
+    health = await serve_health(settings.health_port, readiness) if settings.health_port else None
     elector: LeaseElector | None = None
     campaign: asyncio.Task[None] | None = None
     try:
@@ -324,9 +358,16 @@ async def run_operator(settings: Settings) -> int:
             campaign = asyncio.create_task(elector.run())
             logging.getLogger("herald").info("waiting to lead (Lease %s/%s)", config.namespace, config.name)
             await elector.leading.wait()
+            readiness.standby = False
+        registry = build_registry(settings, metrics=metrics)
+
+        @kopf.on.cleanup(registry=registry)
+        async def release_stop_flag(**_: Any) -> None:
+            stop.set()  # kopf stopped by a signal: let its stop-flag waiter end, not hang 5 s
+
         operator = asyncio.create_task(
             kopf.operator(
-                registry=build_registry(settings, metrics=metrics),
+                registry=registry,
                 standalone=True,
                 clusterwide=settings.namespaces is None,
                 namespaces=list(settings.namespaces or ()),
@@ -346,6 +387,7 @@ async def run_operator(settings: Settings) -> int:
         lost.cancel()
         return 0
     finally:
+        prober.cancel()
         if campaign is not None:
             campaign.cancel()
         await kube.aclose()

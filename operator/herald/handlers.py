@@ -193,6 +193,7 @@ def build_registry(
         settings.scanning.disabled = not config.scanning
         # Log lines stay logs; Herald posts the Kubernetes Events it means explicitly.
         settings.posting.loggers = False
+        settings.posting.reporting_component = "herald"
         # Re-list periodically so a silently dead watch connection heals on its own.
         settings.watching.server_timeout = config.watch_timeout
         settings.watching.client_timeout = config.watch_timeout + min(30.0, config.watch_timeout)

@@ -127,6 +127,10 @@ class KubeClient:
             await self._request("PATCH", path, json={"metadata": {"annotations": annotations}}, patch=True)
         )
 
+    async def probe(self, path: str) -> None:
+        """A cheap read that proves the API server answers Herald (used by /readyz)."""
+        self._check(await self._request("GET", path))
+
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """The Secret's decoded data, or None when it does not exist."""
         response = await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")

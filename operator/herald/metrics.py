@@ -20,7 +20,7 @@ class Metrics:
         )
         self.attempts = Counter(
             "herald_delivery_attempts_total",
-            "Delivery attempts by result: success, retry, permanent, gone, or a reason like EgressDenied.",
+            "Delivery attempts by result: success, or the failure reason (HTTPError, Timeout, ...).",
             ["result"],
             registry=self.registry,
         )
