@@ -150,14 +150,6 @@ def rewrite(
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
-
-
-@pytest.fixture
 def examples(crds: None, receiver: Receiver) -> Iterator[Examples]:
     examples_dir = project_root() / "deploy" / "examples"
     docs, applied = rewrite(load_manifests(examples_dir), receiver.url, suffix=uuid.uuid4().hex[:8])

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from herald.demo import Emulator, Receiver, emulator, running_operator
+from herald.demo import Emulator, emulator, running_operator
 from herald.handlers import Runtime
 from herald.metrics import Metrics
 from herald.settings import Settings
@@ -33,14 +33,6 @@ FAST = Settings(
 async def emu() -> AsyncIterator[Emulator]:
     async with emulator() as e:
         yield e
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
 
 
 @pytest.fixture
