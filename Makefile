@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench e2e image lock clean
+.PHONY: demo test lint e2e image lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,13 +19,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check operator tests $(wildcard bench)
-	$(BIN)/ruff format --check operator tests $(wildcard bench)
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-
-bench: $(STAMP)
-	$(BIN)/python -m bench
 
 e2e: $(STAMP)
 	HERALD_E2E=1 $(BIN)/python -m pytest -q tests/e2e
