@@ -14,6 +14,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -89,6 +90,9 @@ def _schedule(text: str) -> tuple[float, ...]:
 
 def _networks(text: str) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip())
+
+
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -264,6 +268,12 @@ def parse_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings
         raise ValueError(f"--all-namespaces / HERALD_ALL_NAMESPACES: {exc}") from None
     if all_namespaces and namespaces:
         raise ValueError("--namespace and --all-namespaces exclude each other; choose one")
+    for namespace in namespaces:
+        if not _NAMESPACE.fullmatch(namespace):
+            raise ValueError(
+                f"--namespace / HERALD_NAMESPACE: {namespace!r} is not a namespace name "
+                "(lowercase letters, digits and '-'; patterns are not supported)"
+            )
     values["namespaces"] = None if all_namespaces else namespaces
     values.setdefault("retry_schedule", DEFAULT_RETRY_SCHEDULE)
     return Settings(**values)

@@ -1,7 +1,7 @@
 """The kopf shell: the only module that knows kopf. Handlers translate cluster objects into the
 core's values and hand deliveries to the dispatcher; they never wait on a receiver.
 
-Only event and index handlers are used: they write nothing of kopf's own (no finalizers, no
+Only event handlers are used: they write nothing of kopf's own (no finalizers, no
 last-handled annotations, no progress), so the hot path of a deployment event is one watch
 event in, one delivery out, and one annotation patch recording what was notified.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import logging
 import time
@@ -35,6 +36,7 @@ from herald.events import (
     parse_ledger,
     record_events,
 )
+from herald.index import WebhookIndex
 from herald.kube import API_GROUP, API_VERSION, ApiConnection, ApiError, KubeClient, write_temp_pem
 from herald.matching import matches, selector_matches
 from herald.metrics import Metrics
@@ -42,11 +44,11 @@ from herald.models import DeploymentEvent, NotifiedLedger, ObjectRef
 from herald.settings import Settings
 from herald.status import WebhookView, parse_webhook
 
-__all__ = ["CLUSTER_KEY", "Runtime", "api_login", "build_registry", "login_info"]
+__all__ = ["Runtime", "api_login", "build_registry", "login_info"]
 
 logger = logging.getLogger("herald.handlers")
 
-CLUSTER_KEY = "*"  # the one key of the clusterwebhooks index
+RELIST_INTERVAL = 5.0  # seconds between listings while the webhooks that exist are not all known
 LEDGER_MEMORY = 100_000  # Environments whose last notification this process remembers
 LEDGER_RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
 EVENT_REASONS = {
@@ -66,6 +68,8 @@ class Runtime:
     kube: KubeClient
     dispatcher: Dispatcher
     namespace_labels: dict[str, tuple[float, dict[str, str] | None]]
+    index: WebhookIndex = dataclasses.field(default_factory=WebhookIndex)
+    learning: asyncio.Task[None] | None = None
     # What this process notified per Environment uid, newest last: a watch event may predate
     # the annotation write that recorded it (bounded; the annotation is the truth on restart).
     ledgers: collections.OrderedDict[str, NotifiedLedger] = dataclasses.field(
@@ -106,6 +110,26 @@ class Runtime:
         finally:
             if not lock.locked():
                 self.ledger_locks.pop(uid, None)
+
+    async def learn_webhooks(self) -> None:
+        """Hold deployment events until every webhook that exists has come through the watch."""
+        while not self.index.ready:
+            try:
+                uids: set[str] = set()
+                for namespace in self.settings.namespaces or (None,):
+                    uids |= await self.kube.list_uids("webhooks", namespace)
+                uids |= await self.kube.list_uids("clusterwebhooks", None)
+            except (ApiError, httpx.HTTPError) as exc:
+                logger.warning("cannot list webhooks (%s); deployment events wait until Herald can", exc)
+            else:
+                self.index.expect(uids)
+                if not self.index.ready:
+                    logger.info(
+                        "waiting for %d webhooks to arrive before handling deployment events", len(uids)
+                    )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.index.wait_ready(), timeout=RELIST_INTERVAL)
+        logger.info("%d webhooks known; handling deployment events", len(self.index))
 
     def remember(self, uid: str, ledger: NotifiedLedger) -> None:
         self.ledgers[uid] = ledger
@@ -217,12 +241,15 @@ def build_registry(
         runtime = Runtime(
             settings=config, metrics=herald_metrics, kube=kube, dispatcher=dispatcher, namespace_labels={}
         )
+        runtime.learning = asyncio.create_task(runtime.learn_webhooks(), name="herald-learn-webhooks")
         if runtimes is not None:
             runtimes.append(runtime)
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
         if runtime is not None:
+            if runtime.learning is not None:
+                runtime.learning.cancel()
             await runtime.dispatcher.close()
             await runtime.dispatcher.client.aclose()
             await runtime.kube.aclose()
@@ -234,22 +261,17 @@ def build_registry(
 
         # ---------------------------------------------------------------- webhooks
 
-    @kopf.index(API_GROUP, API_VERSION, "webhooks", registry=registry, id="webhooks")
-    async def webhooks_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, WebhookView]:
-        return {namespace or "": parse_webhook(body, cluster=False)}
-
-    @kopf.index(API_GROUP, API_VERSION, "clusterwebhooks", registry=registry, id="clusterwebhooks")
-    async def clusterwebhooks_index(body: kopf.Body, **_: Any) -> dict[str, WebhookView]:
-        return {CLUSTER_KEY: parse_webhook(body, cluster=True)}
-
     async def webhook_event(event: kopf.RawEvent, body: kopf.Body, *, cluster: bool) -> None:
         rt = active()
         if event.get("type") == "DELETED":
             meta = body.get("metadata", {})
             ref = ObjectRef(namespace=None if cluster else meta.get("namespace"), name=meta.get("name", ""))
+            rt.index.drop(cluster=cluster, ref=ref, uid=str(meta.get("uid", "")))
             await rt.dispatcher.forget(cluster=cluster, ref=ref)
             return
-        rt.dispatcher.observe(parse_webhook(body, cluster=cluster))
+        view = parse_webhook(body, cluster=cluster)
+        rt.index.put(view)
+        rt.dispatcher.observe(view)
 
     @kopf.on.event(API_GROUP, API_VERSION, "webhooks", registry=registry)
     async def on_webhook(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
@@ -261,17 +283,11 @@ def build_registry(
 
     # ---------------------------------------------------------------- environments
 
-    async def targets(
-        rt: Runtime,
-        namespace: str,
-        event: DeploymentEvent,
-        webhooks: kopf.Index[str, WebhookView],
-        clusterwebhooks: kopf.Index[str, WebhookView],
-    ) -> list[WebhookView]:
-        """Webhooks of this namespace and ClusterWebhooks: only the two index keys in scope are read."""
-        chosen = [v for v in webhooks.get(namespace, ()) if v.spec is not None and matches(v.spec, event)]
+    async def targets(rt: Runtime, namespace: str, event: DeploymentEvent) -> list[WebhookView]:
+        """Webhooks of this namespace and ClusterWebhooks: no other namespace's webhooks are read."""
+        chosen = [v for v in rt.index.namespaced(namespace) if v.spec is not None and matches(v.spec, event)]
         labels: dict[str, str] | None = None
-        for view in clusterwebhooks.get(CLUSTER_KEY, ()):
+        for view in rt.index.cluster():
             if view.spec is None or not matches(view.spec, event):
                 continue
             selector = view.spec.namespace_selector
@@ -288,13 +304,12 @@ def build_registry(
         event: kopf.RawEvent,
         body: kopf.Body,
         logger: kopf.Logger,
-        **indices: Any,
+        **_: Any,
     ) -> None:
         if event.get("type") == "DELETED":
             return
-        webhooks: kopf.Index[str, WebhookView] = indices["webhooks"]
-        clusterwebhooks: kopf.Index[str, WebhookView] = indices["clusterwebhooks"]
         rt = active()
+        await rt.index.wait_ready()
         name = f"{body.get('metadata', {}).get('namespace')}/{body.get('metadata', {}).get('name')}"
         try:
             environment, spec, deployment = parse_environment(body)
@@ -328,7 +343,7 @@ def build_registry(
                 deployment=deployment,
                 created_at=now,
             )
-            for view in await targets(rt, environment.namespace, notification, webhooks, clusterwebhooks):
+            for view in await targets(rt, environment.namespace, notification):
                 deliveries.append((view, notification))
         persisted = rt.dispatcher.submit(deliveries)
         notified = record_events(ledger, deployment.id, new_events)

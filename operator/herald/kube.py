@@ -30,6 +30,7 @@ API_GROUP = "herald.dev"
 API_VERSION = "v1alpha1"
 _MERGE = {"Content-Type": "application/merge-patch+json"}
 _LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+_LIST_PAGE = 500  # objects per page when Herald lists its own kinds at startup
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,12 +83,20 @@ class KubeClient:
         )
 
     async def _request(
-        self, method: str, path: str, *, json: Any = None, patch: bool = False
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        patch: bool = False,
+        params: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         for attempt in (1, 2):
             if self._client is None:
                 self._client = await self._connect()
-            response = await self._client.request(method, path, json=json, headers=_MERGE if patch else None)
+            response = await self._client.request(
+                method, path, json=json, params=params, headers=_MERGE if patch else None
+            )
             if response.status_code == 401 and attempt == 1:
                 await self._client.aclose()
                 self._client = None
@@ -126,6 +135,25 @@ class KubeClient:
         self._check(
             await self._request("PATCH", path, json={"metadata": {"annotations": annotations}}, patch=True)
         )
+
+    async def list_uids(self, plural: str, namespace: str | None) -> set[str]:
+        """The uids of every Herald object of a kind (in one namespace, or all), page by page."""
+        scope = f"/namespaces/{namespace}" if namespace else ""
+        path = f"/apis/{API_GROUP}/{API_VERSION}{scope}/{plural}"
+        uids: set[str] = set()
+        params: dict[str, str] = {"limit": str(_LIST_PAGE)}
+        while True:
+            response = await self._request("GET", path, params=params)
+            self._check(response)
+            page = response.json()
+            for item in page.get("items") or ():
+                uid = (item.get("metadata") or {}).get("uid")
+                if uid:
+                    uids.add(str(uid))
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return uids
+            params = {"limit": str(_LIST_PAGE), "continue": str(token)}
 
     async def probe(self, path: str) -> None:
         """A cheap read that proves the API server answers Herald (used by /readyz)."""

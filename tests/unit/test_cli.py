@@ -62,6 +62,8 @@ def test_flags_win_over_env() -> None:
         ([], {"HERALD_SCANNING": "maybe"}, "HERALD_SCANNING"),
         (["--delivery-timeout", "-1"], {}, "--delivery-timeout"),
         (["--namespace", "a", "--all-namespaces"], {}, "exclude each other"),
+        (["--namespace", "team-*"], {}, "patterns are not supported"),
+        ([], {"HERALD_NAMESPACE": "ok,Not_A_Name"}, "'Not_A_Name' is not a namespace name"),
     ],
 )
 def test_bad_values_name_the_culprit(argv: list[str], env: dict[str, str], needle: str) -> None:
