@@ -50,6 +50,7 @@ from herald.status import (
     WebhookView,
     add_pending,
     condition,
+    due,
     finish,
     new_record,
     parse_status,
@@ -174,6 +175,7 @@ class _Worker:
         self.owner = owner
         self.view = view
         self.status = parse_status(view.raw_status)
+        owner.metrics.pending.inc(len(self.status.pending))
         self._seq = 0
         self._flushed = 0
         self._last_flush = float("-inf")
@@ -193,11 +195,11 @@ class _Worker:
     def _change(self, status: WebhookStatus) -> None:
         if status is self.status:
             return
+        self.owner.metrics.pending.inc(len(status.pending) - len(self.status.pending))
         self.status = status
         self._seq += 1
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_loop(), name=f"herald-flush-{self.view.ref}")
-        self.owner.update_pending_gauge()
 
     def _condition(self, type_: str, value: bool, reason: str, message: str) -> None:
         self._change(
@@ -317,11 +319,8 @@ class _Worker:
         """The delivery to attempt now, or how long to wait for the next one (None: until woken)."""
         if self.status.pause is not None or not self.status.pending:
             return None, None
-        first = min(
-            self.status.pending,
-            key=lambda p: (p.record.next_attempt_at or p.record.time, p.record.time),
-        )
-        due_at = first.record.next_attempt_at or first.record.time
+        first = self.status.pending[0]  # pending is kept in due order
+        due_at = due(first)[0]
         wait = (due_at - self.owner.now()).total_seconds()
         return (first, None) if wait <= 0 else (None, wait)
 
@@ -676,9 +675,6 @@ class Dispatcher:
             },
         )
 
-    def update_pending_gauge(self) -> None:
-        self.metrics.pending.set(sum(len(w.status.pending) for w in self._workers.values()))
-
     def _worker(self, view: WebhookView) -> _Worker:
         key = (view.cluster, view.ref)
         worker = self._workers.get(key)
@@ -698,7 +694,7 @@ class Dispatcher:
         worker = self._workers.pop((cluster, ref), None)
         if worker is not None:
             await worker.close()
-            self.update_pending_gauge()
+            self.metrics.pending.dec(len(worker.status.pending))
 
     def submit(self, deliveries: Iterable[tuple[WebhookView, DeploymentEvent]]) -> Awaitable[None]:
         """Queue deliveries now (their first attempts start at once); the returned awaitable

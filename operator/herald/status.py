@@ -8,12 +8,13 @@ holds a secret or a full URL: errors arrive already scrubbed.
 
 from __future__ import annotations
 
+import bisect
 import datetime
 import enum
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 from herald.models import (
@@ -37,6 +38,7 @@ __all__ = [
     "WebhookView",
     "add_pending",
     "condition",
+    "due",
     "finish",
     "new_record",
     "parse_status",
@@ -82,7 +84,8 @@ class WebhookStatus(_Model):
     conditions: tuple[Condition, ...] = ()
     last_delivery: DeliveryRecord | None = None
     deliveries: tuple[DeliveryRecord, ...] = ()  # newest first, bounded by Settings.history_limit
-    pending: tuple[PendingDelivery, ...] = ()  # oldest first, bounded by Settings.max_pending
+    # Due order (see ``due``), so the next attempt is always the first; bounded by Settings.max_pending.
+    pending: tuple[PendingDelivery, ...] = ()
     # Notifications of finished deliveries still in ``deliveries``: what herald.dev/redeliver resends.
     sent: tuple[DeploymentEvent, ...] = ()
     counters: Counters = Field(default_factory=Counters)
@@ -90,6 +93,11 @@ class WebhookStatus(_Model):
     pause: Pause | None = None
     handled_ping: str | None = None
     handled_redeliver: str | None = None
+
+    @field_validator("pending")
+    @classmethod
+    def _in_due_order(cls, pending: tuple[PendingDelivery, ...]) -> tuple[PendingDelivery, ...]:
+        return tuple(sorted(pending, key=due))
 
 
 class WebhookView(_Model):
@@ -255,11 +263,30 @@ def _with_history(status: WebhookStatus, record: DeliveryRecord, *, limit: int) 
     return (record, *others)[:limit]
 
 
+def due(pending: PendingDelivery) -> tuple[datetime.datetime, datetime.datetime]:
+    """When a pending delivery is due: its retry time, or at once; oldest first among equals."""
+    record = pending.record
+    return (record.next_attempt_at or record.time, record.time)
+
+
+def _queued(queue: tuple[PendingDelivery, ...], pending: PendingDelivery) -> tuple[PendingDelivery, ...]:
+    at = bisect.bisect_right(queue, due(pending), key=due)
+    return (*queue[:at], pending, *queue[at:])
+
+
+def _without(queue: tuple[PendingDelivery, ...], payload_id: str) -> tuple[PendingDelivery, ...]:
+    # The delivery taken off is nearly always the first: the one just attempted.
+    for at, queued in enumerate(queue):
+        if queued.record.payload_id == payload_id:
+            return (*queue[:at], *queue[at + 1 :])
+    return queue
+
+
 def add_pending(status: WebhookStatus, pending: PendingDelivery, *, history_limit: int) -> WebhookStatus:
     """Queue a delivery; the caller has already checked the bound (see ``Settings.max_pending``)."""
     return status.model_copy(
         update={
-            "pending": (*status.pending, pending),
+            "pending": _queued(status.pending, pending),
             "deliveries": _with_history(status, pending.record, limit=history_limit),
         }
     )
@@ -267,10 +294,9 @@ def add_pending(status: WebhookStatus, pending: PendingDelivery, *, history_limi
 
 def update_pending(status: WebhookStatus, pending: PendingDelivery, *, history_limit: int) -> WebhookStatus:
     """Replace a pending delivery (same payload_id) after an attempt that will be retried."""
-    queue = tuple(pending if p.record.payload_id == pending.record.payload_id else p for p in status.pending)
     return status.model_copy(
         update={
-            "pending": queue,
+            "pending": _queued(_without(status.pending, pending.record.payload_id), pending),
             "deliveries": _with_history(status, pending.record, limit=history_limit),
             "last_delivery": pending.record,
         }
@@ -290,7 +316,7 @@ def finish(status: WebhookStatus, pending: PendingDelivery, *, history_limit: in
     sent = (pending.notification, *(n for n in status.sent if n.payload_id != record.payload_id))
     return status.model_copy(
         update={
-            "pending": tuple(p for p in status.pending if p.record.payload_id != record.payload_id),
+            "pending": _without(status.pending, record.payload_id),
             "deliveries": history,
             "sent": tuple(n for n in sent if n.payload_id in kept),
             "last_delivery": record,

@@ -23,6 +23,7 @@ from herald.status import (
     ATTEMPT_LOG_LIMIT,
     WebhookStatus,
     add_pending,
+    due,
     finish,
     new_record,
     parse_status,
@@ -95,14 +96,45 @@ def test_attempt_log_is_bounded_and_counts() -> None:
     assert record.attempt_log[-1].number == ATTEMPT_LOG_LIMIT + 5
 
 
-def test_update_pending_replaces_in_place() -> None:
+def test_update_pending_replaces_and_keeps_due_order() -> None:
     status = add_pending(
         add_pending(WebhookStatus(), pending(1), history_limit=20), pending(2), history_limit=20
     )
-    retried = pending(1).record.model_copy(update={"attempts": 1, "outcome": DeliveryOutcome.RETRYING})
+    retried = pending(1).record.model_copy(
+        update={
+            "attempts": 1,
+            "outcome": DeliveryOutcome.RETRYING,
+            "next_attempt_at": T0 + datetime.timedelta(seconds=30),
+        }
+    )
     status = update_pending(status, PendingDelivery(record=retried, notification=event(1)), history_limit=20)
-    assert [p.record.payload_id for p in status.pending] == ["p-1", "p-2"]
-    assert status.pending[0].record.attempts == 1
+    assert [p.record.payload_id for p in status.pending] == ["p-2", "p-1"]  # p-1 is due later now
+    assert status.pending[1].record.attempts == 1
+
+
+@given(st.lists(st.tuples(st.integers(0, 9), st.integers(0, 120), st.booleans()), max_size=40))
+def test_pending_stays_in_due_order_through_any_changes(steps: list[tuple[int, int, bool]]) -> None:
+    status = WebhookStatus()
+    for n, delay, done in steps:
+        queued = {p.record.payload_id for p in status.pending}
+        if f"p-{n}" not in queued:
+            status = add_pending(status, pending(n), history_limit=20)
+        elif done:
+            status = finish(status, pending(n), history_limit=20)
+        else:
+            later = pending(n).record.model_copy(
+                update={"next_attempt_at": T0 + datetime.timedelta(seconds=delay)}
+            )
+            status = update_pending(
+                status, PendingDelivery(record=later, notification=event(n)), history_limit=20
+            )
+        keys = [due(p) for p in status.pending]
+        assert keys == sorted(keys)
+        assert len({p.record.payload_id for p in status.pending}) == len(status.pending)
+    # What is persisted resumes in the same order, and a status written in any order resumes sorted.
+    assert parse_status(to_patch(status)).pending == status.pending
+    shuffled = parse_status(to_patch(status.model_copy(update={"pending": status.pending[::-1]}))).pending
+    assert [due(p) for p in shuffled] == [due(p) for p in status.pending]
 
 
 def test_condition_transition_time_moves_only_on_change() -> None:
