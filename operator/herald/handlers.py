@@ -77,14 +77,22 @@ class Runtime:
     )
 
     ledger_locks: dict[str, asyncio.Lock] = dataclasses.field(default_factory=dict)
+    ledger_queued: set[str] = dataclasses.field(default_factory=set)
 
     async def write_ledger(self, namespace: str, name: str, uid: str, persisted: Awaitable[None]) -> None:
         """Mark events notified on the Environment once their deliveries are persisted, off the hot
-        path. Writes for one Environment are serialised and each writes the newest ledger."""
+        path. Writes for one Environment are serialised, each writes the newest ledger, and at most
+        one waits behind the one in flight: a burst of events costs two writes, not one per event."""
         await persisted
+        if uid in self.ledger_queued:
+            return  # a write waiting for its turn will record the newest ledger, this one included
+        self.ledger_queued.add(uid)
         lock = self.ledger_locks.setdefault(uid, asyncio.Lock())
+        waiting = True
         try:
             async with lock:
+                self.ledger_queued.discard(uid)
+                waiting = False
                 for delay in LEDGER_RETRY_DELAYS:
                     ledger = self.ledgers.get(uid)
                     if ledger is None:
@@ -108,6 +116,8 @@ class Runtime:
                 # their payload_id on the webhooks' status, so nothing is sent twice.
                 logger.error("gave up recording notified events on %s/%s", namespace, name)
         finally:
+            if waiting:  # cancelled before its turn
+                self.ledger_queued.discard(uid)
             if not lock.locked():
                 self.ledger_locks.pop(uid, None)
 

@@ -30,6 +30,7 @@ API_GROUP = "herald.dev"
 API_VERSION = "v1alpha1"
 _MERGE = {"Content-Type": "application/merge-patch+json"}
 _LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+API_CONNECTIONS = 16
 _LIST_PAGE = 500  # objects per page when Herald lists its own kinds at startup
 
 
@@ -79,6 +80,9 @@ class KubeClient:
             headers=headers,
             verify=_ssl_context(conn),
             timeout=httpx.Timeout(30.0, connect=5.0),
+            # A burst queues for a few kept-alive connections instead of opening (and closing)
+            # a hundred: httpcore scans every pooled connection on each request.
+            limits=httpx.Limits(max_connections=API_CONNECTIONS, max_keepalive_connections=API_CONNECTIONS),
             trust_env=False,
         )
 

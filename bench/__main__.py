@@ -1,0 +1,442 @@
+"""``python -m bench``: Herald's benchmarks (issue 6), each against a baseline measured in the same run.
+
+Prints one table (Herald's figure, the baseline's, their ratio, the target and whether it is met),
+the correctness checks behind the figures, and the evidence for what bounds them: the hot path
+split into stages, the API requests by kind, and profiles. Writes the same to ``bench/RESULTS.md``
+(full runs; ``--output`` for others). Timings are never asserted: the exit status is non-zero only
+when a correctness check fails (a delivery missing, duplicated or out of order).
+
+``--quick`` is a tiny run of seconds (the smoke test runs it); flags size every scenario.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import math
+import pathlib
+import sys
+import time
+from collections.abc import Sequence
+
+from bench.e2e import StormRun, status_patch_load, storm
+from bench.harness import BENCH_SETTINGS, percentile
+from bench.latency import back_to_back, baseline_latency, herald_latency, isolation
+from bench.profiling import summarise
+from bench.report import Report, at_least, at_most
+from bench.scale import ProcessRun, process_latency, startup_profile
+from bench.throughput import Workload, herald_throughput, httpx_throughput
+
+__all__ = ["QUICK", "SECTIONS", "Bench", "Sizes", "main", "run"]
+
+SECTIONS = ("latency", "throughput", "storm", "scale", "isolation", "profile")
+RESULTS = pathlib.Path(__file__).resolve().parent / "RESULTS.md"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    latency: int = 200  # sequential transitions, one Environment each
+    warmup: int = 5
+    back_to_back: int = 30  # transitions of one Environment
+    processes: int = 200  # transitions for the separate-process runs (scale included)
+    one_receiver: int = 1000  # queued deliveries to one webhook
+    fanout_webhooks: int = 500
+    fanout_each: int = 4
+    storm_envs: int = 100
+    storm_namespaces: int = 10
+    storm_deployments: int = 5  # each: DEPLOYING then DEPLOYED, so 2 events
+    webhooks: int = 5000
+    environments: int = 5000
+    namespaces: int = 500
+    small_crowd: int = 500  # a second, smaller crowd first, to see how startup grows (0: none)
+    scale_timeout: float = 90.0  # seconds a crowded operator gets to settle
+    startup_profile: float = 12.0  # seconds of a crowded startup profiled in process
+    isolation: int = 100
+    isolation_webhooks: int = 10
+    profile: int = 100
+
+
+QUICK = Sizes(
+    latency=15,
+    warmup=2,
+    back_to_back=4,
+    processes=8,
+    one_receiver=40,
+    fanout_webhooks=10,
+    fanout_each=2,
+    storm_envs=6,
+    storm_namespaces=2,
+    storm_deployments=2,
+    webhooks=40,
+    environments=40,
+    namespaces=4,
+    small_crowd=0,
+    scale_timeout=30.0,
+    startup_profile=1.0,
+    isolation=8,
+    isolation_webhooks=3,
+    profile=10,
+)
+
+
+@dataclasses.dataclass
+class Bench:
+    """One run: its sizes, the report it fills, and what one section measures for another."""
+
+    sizes: Sizes
+    report: Report = dataclasses.field(default_factory=Report)
+    empty: ProcessRun | None = None  # herald run on an empty cluster: scale's reference
+
+
+def _ms(values: Sequence[float], q: float) -> float:
+    return percentile(values, q) * 1000
+
+
+def _stages(stages: dict[str, list[float]]) -> str:
+    lines = [f"  {'p50 ms':>8}  {'p99 ms':>8}  stage"]
+    for name, values in stages.items():
+        lines.append(f"  {_ms(values, 50):8.2f}  {_ms(values, 99):8.2f}  {name}")
+    return "\n".join(lines)
+
+
+async def _latency(bench: Bench) -> None:
+    report, sizes = bench.report, bench.sizes
+    n, warmup = sizes.latency, sizes.warmup
+    base = await baseline_latency(n, warmup=warmup)
+    herald = await herald_latency(n, warmup=warmup, settings=BENCH_SETTINGS)
+    # Diagnostic: the emulator, the receiver and the operator share one event loop here, so the
+    # operator's background writes (ledger, status) queue behind the next event. The target rows
+    # are the separate-process ones below, deployed as in production.
+    section = "1 latency, in process"
+    report.add(section, "p50", _ms(herald.samples, 50), baseline=_ms(base.samples, 50), unit="ms")
+    report.add(section, "p99", _ms(herald.samples, 99), baseline=_ms(base.samples, 99), unit="ms")
+    report.add(
+        section, "CPU per event (whole process)", herald.cpu * 1000, baseline=base.cpu * 1000, unit="ms"
+    )
+    for name, run in (("raw notifier", base), ("herald", herald)):
+        report.check(
+            f"1 latency: {name} delivered each of {run.expected} transitions once",
+            run.received == run.expected,
+            f"{run.received} received",
+        )
+    report.note(
+        f"1 latency: where Herald's time goes ({n} events, emulator, operator and receiver in one loop)",
+        _stages(herald.stages),
+    )
+
+    proc_base = await process_latency(sizes.processes, warmup=warmup, herald=False)
+    proc = await process_latency(sizes.processes, warmup=warmup, herald=True, timeout=sizes.scale_timeout)
+    section = "1 latency, herald run process"
+    report.add(
+        section, "p50", proc.p(50) * 1000, baseline=proc_base.p(50) * 1000, unit="ms", target=at_most(10)
+    )
+    report.add(
+        section, "p99", proc.p(99) * 1000, baseline=proc_base.p(99) * 1000, unit="ms", target=at_most(10)
+    )
+    for name, process in (("raw notifier process", proc_base), ("herald run", proc)):
+        report.check(
+            f"1 latency: {name} delivered each of {process.expected} transitions once",
+            process.received == process.expected and process.expected > 0,
+            f"{process.received} received",
+        )
+
+    b2b_base = await back_to_back(sizes.back_to_back, settings=None)
+    b2b = await back_to_back(sizes.back_to_back, settings=BENCH_SETTINGS)
+    section = "1 one Environment, back to back"
+    report.add(section, "p50", _ms(b2b.samples, 50), baseline=_ms(b2b_base.samples, 50), unit="ms")
+    report.add(section, "p99", _ms(b2b.samples, 99), baseline=_ms(b2b_base.samples, 99), unit="ms")
+    report.check(
+        f"1 back to back: herald delivered each of {b2b.expected} deployments once",
+        b2b.received == b2b.expected,
+        f"{b2b.received} received",
+    )
+    bench.empty = proc  # also the scale scenario's empty-cluster reference
+
+
+async def _throughput(bench: Bench) -> None:
+    report, sizes = bench.report, bench.sizes
+    for label, load in (
+        (
+            f"2 throughput, {sizes.one_receiver} to 1 webhook",
+            Workload(webhooks=1, per_webhook=sizes.one_receiver, ports=1),
+        ),
+        (
+            f"2 throughput, fan-out to {sizes.fanout_webhooks} webhooks x {sizes.fanout_each}",
+            Workload(
+                webhooks=sizes.fanout_webhooks, per_webhook=sizes.fanout_each, ports=sizes.fanout_webhooks
+            ),
+        ),
+    ):
+        base = await httpx_throughput(load, settings=BENCH_SETTINGS)
+        herald = await herald_throughput(load, settings=BENCH_SETTINGS)
+        report.add(label, "deliveries/s", herald.rate, baseline=base.rate, unit="/s", target=at_least(0.7))
+        report.add(
+            label, "status patches per delivery", herald.status_patches / max(herald.deliveries, 1), unit=""
+        )
+        for name, run in (("httpx", base), ("herald", herald)):
+            report.check(
+                f"{label}: {name} delivered exactly the queued deliveries, in order per webhook",
+                run.exact,
+                f"{run.deliveries} expected",
+            )
+    report.note(
+        "2 throughput: how the two senders are compared",
+        "Both send the same pre-rendered STANDARD bodies with the same headers to receivers in a\n"
+        "child process. Like with like: one webhook's deliveries go one at a time, in order (Herald keeps\n"
+        "one worker per webhook so STARTED precedes the outcome), at most Settings.max_concurrency\n"
+        "(64) requests in flight overall, and the same keep-alive pool bound. Herald also renders each\n"
+        "body, keeps the webhook's status, and patches it (to a sink that answers at once).",
+    )
+
+
+def _api_text(run: StormRun) -> str:
+    lines = [f"  {'requests':>8}  {'per event':>9}  kind"]
+    for kind, count in run.api.most_common():
+        lines.append(f"  {count:8d}  {count / run.events:9.2f}  {kind}")
+    return "\n".join(lines)
+
+
+async def _storm(bench: Bench) -> None:
+    report, sizes = bench.report, bench.sizes
+    base, herald = [
+        await storm(
+            envs=sizes.storm_envs,
+            namespaces=sizes.storm_namespaces,
+            deployments=sizes.storm_deployments,
+            settings=settings,
+        )
+        for settings in (None, BENCH_SETTINGS)
+    ]
+    section = f"3 storm, {herald.events} events / {sizes.storm_envs} Environments"
+    report.add(section, "events/s", herald.rate, baseline=base.rate, unit="/s")
+    report.add(section, "wall time", herald.wall, baseline=base.wall, unit="s")
+    report.add(section, "latency p50", _ms(herald.latencies, 50), baseline=_ms(base.latencies, 50), unit="ms")
+    report.add(section, "latency p99", _ms(herald.latencies, 99), baseline=_ms(base.latencies, 99), unit="ms")
+    for name, run in (("raw notifier", base), ("herald", herald)):
+        report.check(
+            f"3 storm: {name} delivered each of {run.events} events once, STARTED first",
+            not run.problems,
+            "; ".join(run.problems[:3]),
+        )
+    per_delivery, most = status_patch_load(herald, deliveries=herald.events)
+    section = "5 API load, during the storm"
+    report.add(section, "status patches per delivery", per_delivery, target=at_most(1, of_ratio=False))
+    report.add(section, "most status patches, 1 webhook, 1 s", most, target=at_most(1, of_ratio=False))
+    lists = sum(count for kind, count in herald.api.items() if kind.startswith("LIST"))
+    report.add(section, "list calls on the hot path", lists, target=at_most(0, of_ratio=False))
+    report.add(section, "API requests per event", sum(herald.api.values()) / max(herald.events, 1))
+    report.note(
+        f"5 API load: Herald's requests during the storm, by kind ({herald.events} events; "
+        f"statuses and ledgers settled {herald.settled:.1f} s after the last delivery)",
+        _api_text(herald),
+    )
+
+
+async def _scale(bench: Bench) -> None:
+    report, sizes = bench.report, bench.sizes
+    empty = bench.empty
+    if empty is None:
+        empty = await process_latency(
+            sizes.processes, warmup=sizes.warmup, herald=True, timeout=sizes.scale_timeout
+        )
+    crowds = (
+        [(sizes.small_crowd, sizes.small_crowd, max(1, sizes.small_crowd // 10))] if sizes.small_crowd else []
+    )
+    crowds.append((sizes.webhooks, sizes.environments, sizes.namespaces))
+    for webhooks, environments, namespaces in crowds:
+        run = await process_latency(
+            sizes.processes,
+            warmup=sizes.warmup,
+            herald=True,
+            webhooks=webhooks,
+            environments=environments,
+            namespaces=namespaces,
+            timeout=sizes.scale_timeout,
+        )
+        section = f"4 scale, {webhooks} Webhooks + {environments} Environments elsewhere"
+        report.add(
+            section,
+            "operator RSS",
+            run.rss_mb,
+            baseline=empty.rss_mb,
+            unit="MB",
+            target=at_most(300, of_ratio=False),
+        )
+        report.add(section, "startup until settled", run.settle, baseline=empty.settle, unit="s")
+        report.add(
+            section,
+            "latency p50",
+            run.p(50) * 1000,
+            baseline=empty.p(50) * 1000,
+            unit="ms",
+            target=at_most(1.5),
+        )
+        report.add(
+            section,
+            "latency p99",
+            run.p(99) * 1000,
+            baseline=empty.p(99) * 1000,
+            unit="ms",
+            target=at_most(1.5),
+        )
+        if math.isnan(run.settle):
+            report.note(
+                f"4 scale: {webhooks} Webhooks + {environments} Environments did not settle",
+                f"herald run had written {run.statuses_written} of {webhooks + 1} webhook statuses after "
+                f"{sizes.scale_timeout:.0f} s (RSS {run.rss_mb:.0f} MB, peak {run.peak_mb:.0f} MB);\n"
+                "no latency was measured. The startup profile below shows where the time goes.",
+            )
+        else:
+            report.check(
+                f"4 scale ({webhooks} webhooks): each of {run.expected} transitions delivered once",
+                run.received == run.expected,
+                f"{run.received} received",
+            )
+            lists = {k: v for k, v in run.hot_path_requests.items() if k.startswith("LIST")}
+            report.note(
+                f"4 scale ({webhooks} webhooks): API requests while {run.expected} events were handled",
+                "\n".join(f"  {v:6d}  {k}" for k, v in sorted(run.hot_path_requests.items()))
+                + ("\n  (LIST webhooks is the readiness probe, ?limit=1, every 2 s)" if lists else ""),
+            )
+
+
+async def _isolation(bench: Bench) -> None:
+    report, sizes = bench.report, bench.sizes
+    calm, hung = [
+        await isolation(
+            sizes.isolation,
+            warmup=sizes.warmup,
+            webhooks=sizes.isolation_webhooks,
+            hang=hang,
+            settings=BENCH_SETTINGS,
+        )
+        for hang in (False, True)
+    ]
+    section = f"6 isolation, 1 of {sizes.isolation_webhooks} receivers hangs"
+    report.add(
+        section,
+        "p50, others",
+        _ms(hung.samples, 50),
+        baseline=_ms(calm.samples, 50),
+        unit="ms",
+        target=at_most(1.5),
+    )
+    report.add(
+        section,
+        "p99, others",
+        _ms(hung.samples, 99),
+        baseline=_ms(calm.samples, 99),
+        unit="ms",
+        target=at_most(1.5),
+    )
+    for name, run in (("without a hanging receiver", calm), ("with one hanging", hung)):
+        report.check(
+            f"6 isolation {name}: the healthy receivers got each of {run.expected} deliveries once",
+            run.received == run.expected,
+            f"{run.received} received",
+        )
+
+
+async def _profile(bench: Bench) -> None:
+    report, sizes = bench.report, bench.sizes
+    run = await herald_latency(sizes.profile, warmup=sizes.warmup, settings=BENCH_SETTINGS, profile=True)
+    if run.profile is not None:
+        report.note(
+            f"7 profile: the latency scenario ({sizes.profile} events, one at a time)",
+            summarise(run.profile, events=sizes.profile + sizes.warmup),
+        )
+    engine = await herald_throughput(
+        Workload(webhooks=1, per_webhook=sizes.one_receiver, ports=1), settings=BENCH_SETTINGS, profile=True
+    )
+    if engine.profile is not None:
+        report.note(
+            f"7 profile: the delivery engine, {sizes.one_receiver} queued deliveries to one webhook",
+            summarise(engine.profile, events=engine.deliveries),
+        )
+    envs = max(2, sizes.storm_envs // 2)
+    burst = await storm(
+        envs=envs,
+        namespaces=max(1, sizes.storm_namespaces // 2),
+        deployments=sizes.storm_deployments,
+        settings=BENCH_SETTINGS,
+        profile=True,
+    )
+    if burst.profile is not None:
+        report.note(
+            f"7 profile: a storm, {burst.events} events, {envs} Environments (first write to last delivery)",
+            summarise(burst.profile, events=burst.events),
+        )
+    crowd = min(sizes.webhooks, 1000)
+    stats = await startup_profile(
+        webhooks=crowd, environments=crowd, namespaces=max(1, crowd // 10), seconds=sizes.startup_profile
+    )
+    report.note(
+        f"7 profile: first {sizes.startup_profile:.0f} s of a start, {crowd} Webhooks, {crowd} Environments",
+        summarise(stats, events=None, top=12),
+    )
+
+
+RUNNERS = {
+    "latency": _latency,
+    "throughput": _throughput,
+    "storm": _storm,
+    "scale": _scale,
+    "isolation": _isolation,
+    "profile": _profile,
+}
+
+
+async def run(sizes: Sizes, sections: Sequence[str]) -> Report:
+    bench = Bench(sizes=sizes)
+    for name in sections:
+        started = time.monotonic()
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        await RUNNERS[name](bench)
+        print(f"bench: {name} done in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+    return bench.report
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny run of seconds (the smoke test's)")
+    parser.add_argument(
+        "--only", action="append", choices=SECTIONS, help="run only this section (repeatable)", default=None
+    )
+    parser.add_argument(
+        "--output", type=pathlib.Path, default=None, help=f"write the results here ({RESULTS} on full runs)"
+    )
+    for field in dataclasses.fields(Sizes):
+        flag = "--" + field.name.replace("_", "-")
+        parser.add_argument(flag, type=type(field.default), default=None, help=f"(default {field.default})")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    sizes = QUICK if args.quick else Sizes()
+    overrides = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(Sizes) if getattr(args, f.name) is not None
+    }
+    sizes = dataclasses.replace(sizes, **overrides)
+    sections = args.only or list(SECTIONS)
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    started = time.monotonic()
+    report = asyncio.run(run(sizes, sections))
+    elapsed = time.monotonic() - started
+    print(report.text())
+    output = (
+        args.output
+        if args.output is not None
+        else (None if args.quick or args.only or overrides else RESULTS)
+    )
+    if output is not None:
+        command = " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])])
+        output.write_text(report.markdown(command=command.strip(), elapsed=elapsed), encoding="utf-8")
+        print(f"\nwritten to {output}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""A deployment storm through the whole operator, and the API load it puts on the cluster.
+
+Environments spread over namespaces, one webhook per namespace; every Environment runs its
+deployments back to back (DEPLOYING then DEPLOYED: a STARTED and a SUCCESSFUL each), all
+Environments at once. Every delivery is checked by identity: each webhook gets exactly the
+(event, deployment) pairs of its namespace, once each, STARTED before its outcome. The same
+storm is replayed against the raw notifier for the baseline. The emulator's request log over
+the storm gives the API load: status patches per delivery, the most per webhook in any second,
+and list calls (none should happen once the watches run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import cProfile
+import dataclasses
+import pstats
+import time
+from collections.abc import Hashable
+from typing import Any
+
+from bench.baseline import raw_notifier
+from bench.harness import (
+    Arrival,
+    Cluster,
+    Sinks,
+    classify,
+    cluster,
+    deploy,
+    environment,
+    load_objects,
+    max_in_window,
+    percentile,
+    poll,
+    raw_object,
+    sinks,
+    webhook,
+)
+from herald.demo import running_operator
+from herald.metrics import Metrics
+from herald.models import ObjectRef
+from herald.settings import Settings
+
+__all__ = ["StormRun", "status_patch_load", "storm"]
+
+STATES = (("DEPLOYING", "DEPLOYMENT_STARTED"), ("DEPLOYED", "DEPLOYMENT_SUCCESSFUL"))
+
+
+@dataclasses.dataclass
+class StormRun:
+    events: int  # deployment events the storm should produce
+    wall: float  # first state written -> last delivery arrived, seconds
+    latencies: list[float]  # per delivery: the state's watch event -> arrival
+    problems: list[str]  # correctness: missing, duplicated, unexpected or out-of-order deliveries
+    api: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    status_patch_times: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    settled: float = 0.0  # last delivery -> every status and ledger written, seconds
+    profile: pstats.Stats | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.wall if self.wall > 0 else float("nan")
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies, q)
+
+
+def _layout(envs: int, namespaces: int) -> list[tuple[str, str]]:
+    return [(f"team-{i % namespaces}", f"env-{i}") for i in range(envs)]
+
+
+def _expected(layout: list[tuple[str, str]], deployments: int) -> dict[str, list[Hashable]]:
+    want: dict[str, list[Hashable]] = collections.defaultdict(list)
+    for ns, env in layout:
+        for d in range(deployments):
+            for _, event in STATES:
+                want[f"/{ns}"].append((event, f"{env}-d{d}"))
+    return want
+
+
+def _verify(receivers: Sinks, want: dict[str, list[Hashable]]) -> list[str]:
+    problems: list[str] = []
+    for path, keys in sorted(want.items()):
+        got = [a.key for a in receivers.by_path[path]]
+        counts = collections.Counter(got)
+        missing = set(keys) - set(counts)
+        duplicated = [k for k, n in counts.items() if n > 1]
+        unexpected = set(counts) - set(keys)
+        position = {k: i for i, k in enumerate(got)}
+        disordered = [
+            k
+            for k in keys
+            if k[0] == "DEPLOYMENT_SUCCESSFUL"  # type: ignore[index]
+            and position.get(("DEPLOYMENT_STARTED", k[1]), -1) > position.get(k, -1)  # type: ignore[index]
+        ]
+        for name, items in (
+            ("missing", missing),
+            ("duplicated", duplicated),
+            ("unexpected", unexpected),
+            ("outcome before STARTED", disordered),
+        ):
+            if items:
+                problems.append(f"{path}: {len(items)} {name}, e.g. {sorted(items, key=str)[:2]}")
+    stray = set(receivers.by_path) - set(want)
+    if stray:
+        problems.append(f"deliveries to unknown paths {sorted(stray)[:3]}")
+    return problems
+
+
+async def _drive(c: Cluster, layout: list[tuple[str, str]], deployments: int) -> None:
+    """Every Environment at once, each through its deployments back to back."""
+
+    async def one(ns: str, env: str) -> None:
+        for d in range(deployments):
+            for state, _ in STATES:
+                await deploy(c.emu, env, f"{env}-d{d}", state, namespace=ns)
+
+    await asyncio.gather(*(one(ns, env) for ns, env in layout))
+
+
+def _latencies(c: Cluster, arrivals: list[Arrival]) -> list[float]:
+    state_of = {event: state for state, event in STATES}
+    out = []
+    for a in arrivals:
+        event, deployment = a.key if isinstance(a.key, tuple) else ("", "")
+        env = str(deployment).rsplit("-d", 1)[0]
+        emitted = c.emissions.first.get((env, deployment, state_of.get(event, "")))
+        if emitted is not None:
+            out.append(a.at - emitted)
+    return out
+
+
+async def storm(
+    *, envs: int, namespaces: int, deployments: int, settings: Settings | None, profile: bool = False
+) -> StormRun:
+    """``settings`` None replays the storm against the raw notifier instead of Herald; ``profile``
+    wraps Herald's storm, from the first write to the last delivery, in cProfile."""
+    layout = _layout(envs, namespaces)
+    want = _expected(layout, deployments)
+    total = sum(len(v) for v in want.values())
+    async with cluster() as c, sinks() as receivers:
+        names = sorted({ns for ns, _ in layout})
+        if settings is not None:
+            load_objects(c.emu, [webhook("hook", f"{receivers.url()}/{ns}", namespace=ns) for ns in names])
+        load_objects(c.emu, [environment(env, namespace=ns) for ns, env in layout])
+        if settings is None:
+            async with raw_notifier(c.emu.url, lambda ns: f"{receivers.url()}/{ns}"):
+                started = time.monotonic()
+                await _drive(c, layout, deployments)
+                await poll(lambda: len(receivers.arrivals) >= total, timeout=300, what=f"{total} deliveries")
+                wall = max(a.at for a in receivers.arrivals) - started
+            return StormRun(
+                events=total,
+                wall=wall,
+                latencies=_latencies(c, receivers.arrivals),
+                problems=_verify(receivers, want),
+            )
+
+        async with running_operator(c.emu, settings, metrics=Metrics()) as runtime:
+            await poll(
+                lambda: all(
+                    (
+                        s := runtime.dispatcher.status_of(
+                            cluster=False, ref=ObjectRef(namespace=ns, name="hook")
+                        )
+                    )
+                    is not None
+                    and s.observed_generation == 1
+                    for ns in names
+                ),
+                timeout=30,
+                what="the webhooks' workers",
+            )
+            await poll(lambda: _statuses_written(c, names), timeout=30, what="the webhooks' first status")
+            profiler = cProfile.Profile(time.process_time) if profile else None
+            if profiler is not None:
+                profiler.enable()
+            started = time.monotonic()
+            await _drive(c, layout, deployments)
+            await poll(lambda: len(receivers.arrivals) >= total, timeout=300, what=f"{total} deliveries")
+            last = max(a.at for a in receivers.arrivals)
+            if profiler is not None:
+                profiler.disable()
+            await poll(
+                lambda: _settled(c, want, layout, deployments),
+                timeout=120,
+                what="every status and ledger written",
+            )
+            settled = time.monotonic() - last
+            requests = c.log.since(started)
+        api: collections.Counter[str] = collections.Counter()
+        patch_times: dict[str, list[float]] = collections.defaultdict(list)
+        for moment, request in requests:
+            kind = classify(request)
+            if kind == "UPDATE environments/status":
+                continue  # the storm's own writes, not Herald's
+            api[kind] += 1
+            if kind == "UPDATE webhooks/status":
+                patch_times[f"{request.namespace}/{request.name}"].append(moment)
+        return StormRun(
+            events=total,
+            wall=last - started,
+            latencies=_latencies(c, receivers.arrivals),
+            problems=_verify(receivers, want),
+            api=api,
+            status_patch_times=dict(patch_times),
+            settled=settled,
+            profile=pstats.Stats(profiler) if profiler is not None else None,
+        )
+
+
+def _statuses_written(c: Cluster, namespaces: list[str]) -> bool:
+    return all(((raw_object(c.emu, "webhooks", ns, "hook") or {}).get("status") or {}) for ns in namespaces)
+
+
+def _settled(
+    c: Cluster, want: dict[str, list[Hashable]], layout: list[tuple[str, str]], deployments: int
+) -> bool:
+    """Every webhook's status counts its deliveries with none pending; every ledger has the last one."""
+    for path, keys in want.items():
+        status: dict[str, Any] = (raw_object(c.emu, "webhooks", path[1:], "hook") or {}).get("status") or {}
+        if (status.get("counters") or {}).get("delivered") != len(keys) or status.get("pending"):
+            return False
+    last = f"d{deployments - 1}"
+    for ns, env in layout:
+        annotations = ((raw_object(c.emu, "environments", ns, env) or {}).get("metadata") or {}).get(
+            "annotations"
+        ) or {}
+        if f"{env}-{last}" not in annotations.get("herald.dev/notified", ""):
+            return False
+    return True
+
+
+def status_patch_load(run: StormRun, *, deliveries: int) -> tuple[float, int]:
+    """(status patches per delivery, the most patches one webhook got in any one second)."""
+    patches = run.api.get("UPDATE webhooks/status", 0)
+    most = max((max_in_window(times, 1.0) for times in run.status_patch_times.values()), default=0)
+    return patches / max(deliveries, 1), most

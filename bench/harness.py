@@ -1,0 +1,448 @@
+"""What every benchmark shares: a timed API emulator, local receivers, manifests and statistics.
+
+The emulator is kmock, as in the integration tests, with two changes so that a benchmark
+measures Herald rather than the emulator:
+
+- kmock matches every request by scanning every request it ever served (see
+  ``/work/shared/TESTING.md``: a PATCH goes from 7 ms to 200 ms after a thousand requests).
+  ``RequestLog`` keeps the whole log, with arrival times, for counting API load, but lets
+  kmock scan only the requests in flight, so its cost per request stays flat through a run.
+- Latency is measured from the moment the emulator puts a watch event on its bus (the moment
+  it emits the event), not from the PATCH request: ``Emissions`` stamps each put.
+
+Receivers are plain aiohttp servers that stamp each request as it reaches the handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import collections
+import contextlib
+import contextvars
+import dataclasses
+import ipaddress
+import json
+import math
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Sequence
+from typing import Any
+
+import kmock
+from aiohttp import web
+
+# The emulator's watch bus: the one place where the emission of a watch event can be timed.
+from kmock._internal import aiobus
+from tests.integration.conftest import environment as test_environment
+
+from herald.demo import Emulator, _Server, load_manifests, project_root
+from herald.settings import Settings
+
+__all__ = [
+    "BENCH_SETTINGS",
+    "NS",
+    "Arrival",
+    "Cluster",
+    "Emissions",
+    "RequestLog",
+    "Sinks",
+    "classify",
+    "cluster",
+    "deploy",
+    "environment",
+    "load_objects",
+    "max_in_window",
+    "percentile",
+    "poll",
+    "raw_object",
+    "sinks",
+    "start_module",
+    "stop_module",
+    "webhook",
+]
+
+NS = "bench"
+ALL_EVENTS = ("DEPLOYMENT_STARTED", "DEPLOYMENT_SUCCESSFUL", "DEPLOYMENT_CANCELLED", "DEPLOYMENT_FAILURE")
+
+# Production defaults, except what a loopback bench needs: receivers on 127.0.0.1, no ports to
+# bind, no cluster scanning (the emulator cannot serve it).
+BENCH_SETTINGS = Settings(
+    egress_allow=(ipaddress.ip_network("127.0.0.0/8"),),
+    health_port=0,
+    metrics_port=0,
+    scanning=False,
+)
+
+
+# ---------------------------------------------------------------- the emulator
+
+
+_SERVING: contextvars.ContextVar[Any] = contextvars.ContextVar("bench_serving")
+
+
+class RequestLog(list[Any]):
+    """kmock's request log: kept whole, with arrival times, for counting API load; but when kmock
+    scans it to match the request it is serving, it sees that request alone.
+
+    kmock checks ``request in reaction`` by iterating its whole log and applying each reaction's
+    criteria to every request: the cost of one request grows with every request served before,
+    and with every request in flight. Iterated outside a request (by ``Emulator.watches``), the
+    log is whole; read it by slicing (``log[:]``, ``since``) for counting.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def append(self, item: Any) -> None:
+        self.times.append(time.monotonic())
+        super().append(item)
+
+    def __iter__(self) -> Any:
+        serving = _SERVING.get(None)
+        return iter((serving,) if serving is not None else self[:])
+
+    def clear(self) -> None:
+        super().clear()
+        self.times.clear()
+
+    def quiet(self, seconds: float) -> bool:
+        """No request arrived in the last ``seconds``."""
+        return not self.times or time.monotonic() - self.times[-1] >= seconds
+
+    def since(self, moment: float) -> list[tuple[float, Any]]:
+        """Requests that arrived at or after ``moment``, with their arrival times."""
+        start = bisect.bisect_left(self.times, moment)
+        return list(zip(self.times[start:], self[start:], strict=True))
+
+
+class Emissions:
+    """When the emulator emitted each Environment deployment state (first emission only)."""
+
+    def __init__(self) -> None:
+        self.first: dict[tuple[str, str, str], float] = {}
+
+    def observe(self, item: Any) -> None:
+        obj = item.get("object") if isinstance(item, dict) else None
+        if not isinstance(obj, dict) or obj.get("kind") != "Environment" or item.get("type") == "DELETED":
+            return
+        deployment = (obj.get("status") or {}).get("deployment") or {}
+        if "id" in deployment:
+            key = (obj["metadata"]["name"], str(deployment["id"]), str(deployment.get("currentStatus")))
+            self.first.setdefault(key, time.monotonic())
+
+    def at(self, env: str, deployment_id: str, state: str) -> float:
+        return self.first[(env, deployment_id, state)]
+
+
+class _TimedBus(aiobus.Bus[Any]):
+    def __init__(self, emissions: Emissions) -> None:
+        super().__init__()
+        self._emissions = emissions
+
+    async def put(self, *items: Any) -> None:
+        for item in items:
+            self._emissions.observe(item)
+        await super().put(*items)
+
+
+class _BenchServer(_Server):
+    """Herald's emulator, its request log flat-cost and its watch emissions timed."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.log = RequestLog()
+        self.emissions = Emissions()
+        self._requests = self.log
+        self._buses = collections.defaultdict(lambda: _TimedBus(self.emissions))
+
+    def _KubernetesEmulator__get_obj(self, request: Any, strict: bool) -> Any:
+        """One object by its key: kmock scans every stored object, which with ten thousand of them
+        costs 5 ms per request, spent right after emitting the watch event (delaying it)."""
+        if strict and request.name is not None and request.resource is not None:
+            return self._objects._objects.get((request.resource, request.namespace, request.name))
+        return super()._KubernetesEmulator__get_obj(request, strict)  # type: ignore[misc]
+
+    async def _serve_list(self, request: Any) -> Any:
+        """Honour ``?limit=`` as an API server does, without reading the whole store: Herald's
+        readiness probe lists one Webhook every 2 s."""
+        limit = request.params.get("limit") if request.params else None
+        if not (limit and str(limit).isdigit()):
+            return await super()._serve_list(request)
+        items: list[dict[str, Any]] = []
+        check = self._KubernetesEmulator__check  # type: ignore[attr-defined]  # kmock's own filter
+        for (resource, namespace, name), obj in self._objects._objects.items():
+            if len(items) >= int(limit):
+                break
+            if not obj.deleted and check(request, resource, namespace, name, strict=False):
+                items.append(obj.raw)
+        return {"metadata": {"resourceVersion": "..."}, "items": items}
+
+    async def _handle(self, request: Any) -> Any:
+        token = _SERVING.set(request)  # each request is served in its own task, its own context
+        try:
+            return await super()._handle(request)
+        finally:
+            _SERVING.reset(token)
+
+
+@dataclasses.dataclass
+class Cluster:
+    emu: Emulator
+    emissions: Emissions
+    log: RequestLog
+
+
+@contextlib.asynccontextmanager
+async def cluster() -> AsyncIterator[Cluster]:
+    """A fresh emulator with Herald's CRDs (as ``herald.demo.emulator`` makes it), timed and flat-cost."""
+    async with _BenchServer() as server, kmock.Server(server):
+        emu = Emulator(server)
+        emu.declare(load_manifests(project_root() / "crds"))
+        yield Cluster(emu=emu, emissions=server.emissions, log=server.log)
+
+
+def load_objects(emu: Emulator, objects: Iterable[dict[str, Any]]) -> int:
+    """Put objects straight into the emulator's store, as if created before the operator started.
+
+    Ten thousand creates over HTTP would time the emulator; a restarted operator on a big cluster
+    sees the same thing: everything arrives in its initial list and watch.
+    """
+    count = 0
+    for n, obj in enumerate(objects, start=1):
+        meta = obj["metadata"]
+        meta.setdefault("uid", f"uid-{meta['name']}-{n}")
+        meta.setdefault("resourceVersion", str(n))
+        meta.setdefault("generation", 1)
+        plural, _ = emu.plurals[obj["kind"]]
+        emu.kmock.objects[(f"herald.dev/v1alpha1/{plural}", meta.get("namespace"), meta["name"])] = obj
+        count += 1
+    return count
+
+
+# ---------------------------------------------------------------- manifests
+
+
+def webhook(
+    name: str, url: str, *, namespace: str = NS, events: Sequence[str] = ALL_EVENTS
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "herald.dev/v1alpha1",
+        "kind": "Webhook",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"kind": "STANDARD", "url": url, "events": list(events)},
+    }
+
+
+def environment(
+    name: str, *, namespace: str = NS, status: dict[str, Any] | None = None, ledger: str | None = None
+) -> dict[str, Any]:
+    """The integration tests' Environment, optionally already notified (its ledger annotation)."""
+    body = test_environment(name, namespace=namespace, status=status)
+    if ledger is not None:
+        body["metadata"]["annotations"] = {"herald.dev/notified": ledger}
+    return body
+
+
+async def start_module(module: str, *args: str) -> tuple[asyncio.subprocess.Process, bytes]:
+    """``python -m module`` from the project root, and the first line it prints when ready."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        *args,
+        cwd=project_root(),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    if proc.stdout is None:
+        raise RuntimeError(f"no pipe to {module}'s process")
+    return proc, await asyncio.wait_for(proc.stdout.readline(), timeout=60)
+
+
+async def stop_module(proc: asyncio.subprocess.Process | None) -> None:
+    """Close its stdin (the child's signal to stop), then wait for it, killing it after 10 s."""
+    if proc is None or proc.returncode is not None:
+        return
+    if proc.stdin is not None:
+        proc.stdin.close()
+    try:
+        await asyncio.wait_for(proc.wait(), timeout=10)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+async def deploy(emu: Emulator, env: str, deployment_id: str, state: str, *, namespace: str = NS) -> None:
+    """What a deployment controller does: write the deployment's state on the status subresource."""
+    await emu.patch(
+        "Environment",
+        namespace,
+        env,
+        {
+            "status": {
+                "deployment": {"id": deployment_id, "currentStatus": state, "desiredStatus": "DEPLOYED"}
+            }
+        },
+        subresource="status",
+    )
+
+
+# ---------------------------------------------------------------- receivers
+
+
+@dataclasses.dataclass(frozen=True)
+class Arrival:
+    path: str
+    at: float  # time.monotonic() when the request reached the handler
+    key: Hashable  # (event_type, deployment id) of the body
+
+
+def _key(body: bytes) -> Hashable:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    return (doc.get("event_type"), (doc.get("payload") or {}).get("id"))
+
+
+CONTROL = "/_bench/"  # paths a parent process reads receivers' records from, never recorded
+
+
+class Sinks:
+    """Local HTTP receivers, one port each, stamping each request as it arrives.
+
+    A path in ``hanging`` never answers (until the receivers stop): a receiver that hangs.
+    """
+
+    def __init__(self) -> None:
+        self.arrivals: list[Arrival] = []
+        self.by_path: dict[str, list[Arrival]] = collections.defaultdict(list)
+        self.hanging: set[str] = set()
+        self.ports: list[int] = []
+        self._seen: dict[tuple[str, Hashable], Arrival] = {}
+        self._waiters: dict[tuple[str, Hashable], asyncio.Future[Arrival]] = {}
+        self._runner: web.AppRunner | None = None
+        self._release = asyncio.Event()
+
+    def url(self, index: int = 0) -> str:
+        return f"http://127.0.0.1:{self.ports[index]}"
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        at = time.monotonic()
+        body = await request.read()
+        if request.path.startswith(CONTROL):
+            return self._control(request.path)
+        arrival = Arrival(path=request.path, at=at, key=_key(body))
+        self.arrivals.append(arrival)
+        self.by_path[arrival.path].append(arrival)
+        slot = (arrival.path, arrival.key)
+        self._seen.setdefault(slot, arrival)
+        waiter = self._waiters.pop(slot, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(arrival)
+        if arrival.path in self.hanging:
+            await self._release.wait()
+        return web.Response(text="ok")
+
+    def _control(self, path: str) -> web.StreamResponse:
+        """What a parent process asks of receivers running in a child process (``bench.receivers``)."""
+        if path == f"{CONTROL}count":
+            return web.json_response(len(self.arrivals))
+        if path == f"{CONTROL}arrivals":
+            return web.json_response([[a.path, a.at, a.key] for a in self.arrivals])
+        return web.Response(status=404)
+
+    async def wait(self, path: str, key: Hashable, *, timeout: float) -> Arrival:
+        """The first arrival of ``key`` at ``path``, waiting up to ``timeout`` seconds for it."""
+        slot = (path, key)
+        if slot in self._seen:
+            return self._seen[slot]
+        waiter = self._waiters.setdefault(slot, asyncio.get_running_loop().create_future())
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), timeout=timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no {key} at {path} within {timeout}s") from None
+
+    async def start(self, ports: int = 1) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        for _ in range(ports):
+            await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.ports = [addr[1] for addr in self._runner.addresses]
+
+    async def stop(self) -> None:
+        self._release.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def sinks(ports: int = 1) -> AsyncIterator[Sinks]:
+    receivers = Sinks()
+    await receivers.start(ports)
+    try:
+        yield receivers
+    finally:
+        await receivers.stop()
+
+
+async def poll(predicate: Callable[[], bool], *, timeout: float, what: str, every: float = 0.05) -> None:
+    """Like ``herald.demo.wait_for``, at a pace that leaves the event loop to what is measured."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(every)
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100): a value that was measured, never interpolated."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def max_in_window(times: Sequence[float], window: float) -> int:
+    """The most events that fall in any ``window``-second span (sliding)."""
+    ordered = sorted(times)
+    best = start = 0
+    for end, moment in enumerate(ordered):
+        while moment - ordered[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+# ---------------------------------------------------------------- API load
+
+
+def classify(request: Any) -> str:
+    """Name an API request by what it does: ``ACTION resource[/subresource]`` (``UPDATE webhooks/status``)."""
+    action = getattr(request.action, "value", None) or str(request.method.value)
+    plural = request.resource.plural if request.resource is not None else str(request.url.path)
+    sub = f"/{request.subresource}" if request.subresource else ""
+    return f"{action} {plural}{sub}"
+
+
+def raw_object(emu: Emulator, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+    """One stored object by key, without scanning the whole store as ``Emulator.get`` does."""
+    group = "" if plural in ("secrets", "namespaces", "events") else "herald.dev"
+    version = "v1" if not group else "v1alpha1"
+    resource = f"{group}/{version}/{plural}" if group else f"{version}/{plural}"
+    try:
+        obj = emu.kmock.objects[(resource, namespace, name)]
+    except KeyError:
+        return None
+    return None if obj.deleted else dict(obj.raw)
