@@ -30,7 +30,6 @@ from herald.events import (
     BadLedger,
     build_event,
     derive_events,
-    dump_ledger,
     merge_ledgers,
     parse_environment,
     parse_ledger,
@@ -38,6 +37,7 @@ from herald.events import (
 )
 from herald.index import WebhookIndex
 from herald.kube import API_GROUP, API_VERSION, ApiConnection, ApiError, KubeClient, write_temp_pem
+from herald.ledger import LedgerWriter
 from herald.matching import matches, selector_matches
 from herald.metrics import Metrics
 from herald.models import DeploymentEvent, NotifiedLedger, ObjectRef
@@ -50,7 +50,7 @@ logger = logging.getLogger("herald.handlers")
 
 RELIST_INTERVAL = 5.0  # seconds between listings while the webhooks that exist are not all known
 LEDGER_MEMORY = 100_000  # Environments whose last notification this process remembers
-LEDGER_RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
+LEDGER_DRAIN_TIMEOUT = 5.0  # seconds a stopping Herald gives queued ledger writes
 EVENT_REASONS = {
     "DEPLOYMENT_STARTED": "DeploymentStarted",
     "DEPLOYMENT_SUCCESSFUL": "DeploymentSuccessful",
@@ -76,50 +76,13 @@ class Runtime:
         default_factory=collections.OrderedDict
     )
 
-    ledger_locks: dict[str, asyncio.Lock] = dataclasses.field(default_factory=dict)
-    ledger_queued: set[str] = dataclasses.field(default_factory=set)
+    ledger_writer: LedgerWriter | None = None
 
     async def write_ledger(self, namespace: str, name: str, uid: str, persisted: Awaitable[None]) -> None:
-        """Mark events notified on the Environment once their deliveries are persisted, off the hot
-        path. Writes for one Environment are serialised, each writes the newest ledger, and at most
-        one waits behind the one in flight: a burst of events costs two writes, not one per event."""
+        """Mark events notified on the Environment once their deliveries are persisted."""
         await persisted
-        if uid in self.ledger_queued:
-            return  # a write waiting for its turn will record the newest ledger, this one included
-        self.ledger_queued.add(uid)
-        lock = self.ledger_locks.setdefault(uid, asyncio.Lock())
-        waiting = True
-        try:
-            async with lock:
-                self.ledger_queued.discard(uid)
-                waiting = False
-                for delay in LEDGER_RETRY_DELAYS:
-                    ledger = self.ledgers.get(uid)
-                    if ledger is None:
-                        return
-                    try:
-                        await self.kube.patch_annotations(
-                            plural="environments",
-                            namespace=namespace,
-                            name=name,
-                            annotations={LEDGER_ANNOTATION: dump_ledger(ledger)},
-                        )
-                        return
-                    except ApiError as exc:
-                        if exc.status == 404:
-                            return  # the Environment is gone
-                        logger.warning("cannot record notified events on %s/%s: %s", namespace, name, exc)
-                    except httpx.HTTPError as exc:
-                        logger.warning("cannot record notified events on %s/%s: %s", namespace, name, exc)
-                    await asyncio.sleep(delay)
-                # Not recorded: after a restart the events are derived again and recognised by
-                # their payload_id on the webhooks' status, so nothing is sent twice.
-                logger.error("gave up recording notified events on %s/%s", namespace, name)
-        finally:
-            if waiting:  # cancelled before its turn
-                self.ledger_queued.discard(uid)
-            if not lock.locked():
-                self.ledger_locks.pop(uid, None)
+        if self.ledger_writer is not None:
+            self.ledger_writer.enqueue(uid, namespace, name)
 
     async def learn_webhooks(self) -> None:
         """Hold deployment events until every webhook that exists has come through the watch."""
@@ -251,6 +214,7 @@ def build_registry(
         runtime = Runtime(
             settings=config, metrics=herald_metrics, kube=kube, dispatcher=dispatcher, namespace_labels={}
         )
+        runtime.ledger_writer = LedgerWriter(kube, runtime.ledgers.get)
         runtime.learning = asyncio.create_task(runtime.learn_webhooks(), name="herald-learn-webhooks")
         if runtimes is not None:
             runtimes.append(runtime)
@@ -261,6 +225,8 @@ def build_registry(
             if runtime.learning is not None:
                 runtime.learning.cancel()
             await runtime.dispatcher.close()
+            if runtime.ledger_writer is not None:
+                await runtime.ledger_writer.close(timeout=LEDGER_DRAIN_TIMEOUT)
             await runtime.dispatcher.client.aclose()
             await runtime.kube.aclose()
 

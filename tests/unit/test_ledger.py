@@ -1,0 +1,105 @@
+"""ledger.py: bounded, coalescing, ordered writes of the notified ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any, cast
+
+import httpx
+
+from herald.demo import wait_for
+from herald.events import LEDGER_ANNOTATION
+from herald.kube import ApiError, KubeClient
+from herald.ledger import LEDGER_WRITERS, LedgerWriter
+from herald.models import NotifiedLedger
+
+
+class FakeKube:
+    """Answers each patch when the test releases it, recording what was written."""
+
+    def __init__(self) -> None:
+        self.written: list[tuple[str, dict[str, Any]]] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.failures: list[Exception] = []
+
+    async def patch_annotations(
+        self, *, plural: str, namespace: str | None, name: str, annotations: Mapping[str, str]
+    ) -> None:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await self.gate.wait()
+            if self.failures:
+                raise self.failures.pop(0)
+            self.written.append((name, json.loads(annotations[LEDGER_ANNOTATION])))
+        finally:
+            self.in_flight -= 1
+
+
+def ledger(*ids: str) -> NotifiedLedger:
+    return NotifiedLedger.model_validate({"deployments": {i: ["DEPLOYMENT_STARTED"] for i in ids}})
+
+
+def writer(kube: FakeKube, ledgers: dict[str, NotifiedLedger]) -> LedgerWriter:
+    return LedgerWriter(cast(KubeClient, kube), ledgers.get)
+
+
+async def test_writes_are_bounded_and_each_environment_gets_its_newest_ledger() -> None:
+    kube, ledgers = FakeKube(), {f"u{i}": ledger(f"d{i}") for i in range(10)}
+    kube.gate.clear()
+    w = writer(kube, ledgers)
+    for i in range(10):
+        w.enqueue(f"u{i}", "ns", f"env-{i}")
+    await wait_for(lambda: kube.in_flight == LEDGER_WRITERS, timeout=5, what="writers busy")
+    ledgers["u9"] = ledger("d9", "d9b")  # changed while queued: the write carries the newest
+    kube.gate.set()
+    await wait_for(lambda: w.idle, timeout=5, what="the queue drained")
+    assert kube.most_in_flight == LEDGER_WRITERS
+    assert sorted(name for name, _ in kube.written) == sorted(f"env-{i}" for i in range(10))
+    assert dict(kube.written)["env-9"]["deployments"].keys() == {"d9", "d9b"}
+    await w.close(timeout=1)
+
+
+async def test_queued_writes_for_one_environment_coalesce_and_never_overlap() -> None:
+    kube, ledgers = FakeKube(), {"u1": ledger("a")}
+    kube.gate.clear()
+    w = writer(kube, ledgers)
+    w.enqueue("u1", "ns", "env")
+    await wait_for(lambda: kube.in_flight == 1, timeout=5, what="the first write in flight")
+    for newest in ("b", "c", "d"):  # three more events while the first write is in flight
+        ledgers["u1"] = ledger("a", newest)
+        w.enqueue("u1", "ns", "env")
+    await asyncio.sleep(0)
+    assert kube.most_in_flight == 1
+    kube.gate.set()
+    await wait_for(lambda: w.idle, timeout=5, what="the queue drained")
+    assert len(kube.written) == 2  # the one in flight, then one with the newest ledger
+    assert kube.written[-1][1]["deployments"].keys() == {"a", "d"}
+    await w.close(timeout=1)
+
+
+async def test_failures_are_retried_and_a_gone_environment_is_dropped() -> None:
+    kube, ledgers = FakeKube(), {"u1": ledger("a"), "u2": ledger("b")}
+    kube.failures = [httpx.ConnectError("refused"), ApiError(404, "NotFound", "gone")]
+    w = writer(kube, ledgers)
+    w.enqueue("u1", "ns", "env-1")
+    await wait_for(lambda: w.idle, timeout=5, what="u1 retried, then dropped as gone")
+    assert kube.written == []
+    w.enqueue("u2", "ns", "env-2")
+    await wait_for(lambda: w.idle and kube.written, timeout=5, what="u2 written")
+    assert [name for name, _ in kube.written] == ["env-2"]
+    await w.close(timeout=1)
+
+
+async def test_close_lets_queued_writes_land() -> None:
+    kube, ledgers = FakeKube(), {f"u{i}": ledger("a") for i in range(5)}
+    w = writer(kube, ledgers)
+    for i in range(5):
+        w.enqueue(f"u{i}", "ns", f"env-{i}")
+    await w.close(timeout=5)
+    assert len(kube.written) == 5
