@@ -23,10 +23,10 @@ from collections.abc import Sequence
 
 from bench.e2e import StormRun, status_patch_load, storm
 from bench.harness import BENCH_SETTINGS, percentile
-from bench.latency import back_to_back, baseline_latency, herald_latency, isolation
+from bench.latency import back_to_back, baseline_latency, herald_latency
 from bench.profiling import summarise
 from bench.report import Report, at_least, at_most
-from bench.scale import ProcessRun, process_latency, startup_profile
+from bench.scale import ProcessRun, process_isolation, process_latency, startup_profile
 from bench.throughput import Workload, herald_throughput, httpx_throughput
 
 __all__ = ["QUICK", "SECTIONS", "Bench", "Sizes", "main", "run"]
@@ -305,12 +305,12 @@ async def _scale(bench: Bench) -> None:
 async def _isolation(bench: Bench) -> None:
     report, sizes = bench.report, bench.sizes
     calm, hung = [
-        await isolation(
+        await process_isolation(
             sizes.isolation,
             warmup=sizes.warmup,
             webhooks=sizes.isolation_webhooks,
             hang=hang,
-            settings=BENCH_SETTINGS,
+            timeout=sizes.scale_timeout,
         )
         for hang in (False, True)
     ]

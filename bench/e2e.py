@@ -35,6 +35,7 @@ from bench.harness import (
     poll,
     raw_object,
     sinks,
+    steady_heap,
     webhook,
 )
 from herald.demo import running_operator
@@ -147,8 +148,11 @@ async def storm(
         if settings is None:
             async with raw_notifier(c.emu.url, lambda ns: f"{receivers.url()}/{ns}"):
                 started = time.monotonic()
-                await _drive(c, layout, deployments)
-                await poll(lambda: len(receivers.arrivals) >= total, timeout=300, what=f"{total} deliveries")
+                with steady_heap():
+                    await _drive(c, layout, deployments)
+                    await poll(
+                        lambda: len(receivers.arrivals) >= total, timeout=300, what=f"{total} deliveries"
+                    )
                 wall = max(a.at for a in receivers.arrivals) - started
             return StormRun(
                 events=total,
@@ -177,8 +181,9 @@ async def storm(
             if profiler is not None:
                 profiler.enable()
             started = time.monotonic()
-            await _drive(c, layout, deployments)
-            await poll(lambda: len(receivers.arrivals) >= total, timeout=300, what=f"{total} deliveries")
+            with steady_heap():
+                await _drive(c, layout, deployments)
+                await poll(lambda: len(receivers.arrivals) >= total, timeout=300, what=f"{total} deliveries")
             last = max(a.at for a in receivers.arrivals)
             if profiler is not None:
                 profiler.disable()

@@ -3,9 +3,7 @@
 Each transition gets its own Environment (a new deployment id in DEPLOYING: one STARTED delivery
 to one webhook) and the next starts once the previous delivery has arrived, so a sample is one
 event's path alone. A second, short run moves one Environment back to back, which shows what
-holds the next event of the same object. Isolation runs the same sequence with ten webhooks,
-one of whose receivers never answers, and times the other nine. The profile wraps the same
-sequence in cProfile.
+holds the next event of the same object. The profile wraps the same sequence in cProfile.
 """
 
 from __future__ import annotations
@@ -31,6 +29,7 @@ from bench.harness import (
     percentile,
     poll,
     sinks,
+    steady_heap,
     webhook,
 )
 from herald.demo import running_operator, wait_for
@@ -45,7 +44,6 @@ __all__ = [
     "back_to_back",
     "baseline_latency",
     "herald_latency",
-    "isolation",
     "sequence",
 ]
 
@@ -105,15 +103,16 @@ async def sequence(
     """
     samples: list[float] = []
     timeline: list[tuple[str, float, float]] = []
-    for i, env in enumerate(envs):
-        deployment = f"{prefix}-{i}"
-        await deploy(c.emu, env, deployment, "DEPLOYING")
-        for path in paths:
-            arrival = await receivers.wait(path, (STARTED, deployment), timeout=TIMEOUT)
-            emitted = c.emissions.at(env, deployment, "DEPLOYING")
-            if i >= warmup:
-                samples.append(arrival.at - emitted)
-                timeline.append((deployment, emitted, arrival.at))
+    with steady_heap():
+        for i, env in enumerate(envs):
+            deployment = f"{prefix}-{i}"
+            await deploy(c.emu, env, deployment, "DEPLOYING")
+            for path in paths:
+                arrival = await receivers.wait(path, (STARTED, deployment), timeout=TIMEOUT)
+                emitted = c.emissions.at(env, deployment, "DEPLOYING")
+                if i >= warmup:
+                    samples.append(arrival.at - emitted)
+                    timeline.append((deployment, emitted, arrival.at))
     return samples, timeline
 
 
@@ -202,26 +201,3 @@ async def back_to_back(n: int, *, settings: Settings | None) -> LatencyRun:
             async with _operator(c, settings, ["lat"]):
                 samples, _ = await sequence(c, receivers, envs=envs, paths=["/lat"], warmup=1, prefix="b")
         return LatencyRun(samples=samples, expected=n + 1, received=len(receivers.arrivals))
-
-
-async def isolation(n: int, *, warmup: int, webhooks: int, hang: bool, settings: Settings) -> LatencyRun:
-    """``webhooks`` receivers on their own ports; with ``hang``, the first never answers.
-
-    Samples are the healthy receivers' latencies (the first receiver is left out of both runs).
-    """
-    envs = [f"env-{i}" for i in range(n + warmup)]
-    async with cluster() as c, sinks(ports=webhooks) as receivers:
-        names = [f"hook-{k}" for k in range(webhooks)]
-        load_objects(
-            c.emu,
-            [webhook(name, f"{receivers.url(k)}/{name}", events=(STARTED,)) for k, name in enumerate(names)],
-        )
-        load_objects(c.emu, [environment(e) for e in envs])
-        if hang:
-            receivers.hanging.add(f"/{names[0]}")
-        async with _operator(c, settings, names):
-            samples, _ = await sequence(
-                c, receivers, envs=envs, paths=[f"/{name}" for name in names[1:]], warmup=warmup, prefix="i"
-            )
-        healthy = sum(len(receivers.by_path[f"/{name}"]) for name in names[1:])
-        return LatencyRun(samples=samples, expected=(n + warmup) * (webhooks - 1), received=healthy)

@@ -3,7 +3,8 @@
 The operator runs alone in its own interpreter (``tests/integration/operator_process``), so its
 resident memory is read from ``/proc/<pid>/status`` apart from the emulator's, and its latency
 is measured with the emulator and receiver in another process, as in production. The raw
-notifier runs the same way for the baseline. The loaded cluster holds thousands of Webhooks
+notifier runs the same way for the baseline. Isolation runs the same way: one webhook's receiver hangs while
+the others are timed. The loaded cluster holds thousands of Webhooks
 and Environments in other namespaces, all already notified: none of them should cost the
 target namespace's event anything (matching reads the namespace's index key, not a list).
 """
@@ -44,7 +45,7 @@ from herald.metrics import Metrics
 if TYPE_CHECKING:
     from tests.integration.operator_process import OperatorProcess
 
-__all__ = ["ProcessRun", "process_latency", "startup_profile"]
+__all__ = ["ProcessRun", "process_isolation", "process_latency", "startup_profile"]
 
 # Production settings, but for the loopback receivers and a cluster the emulator can serve.
 OPERATOR_ENV = {
@@ -226,6 +227,30 @@ async def process_latency(
             statuses_written=written,
             hot_path_requests=hot,
         )
+
+
+async def process_isolation(n: int, *, warmup: int, webhooks: int, hang: bool, timeout: float) -> ProcessRun:
+    """``herald run`` with ``webhooks`` receivers on their own ports; with ``hang``, the first never
+    answers. Samples are the healthy receivers' latencies (the first is left out of both runs)."""
+    envs = [f"env-{i}" for i in range(n + warmup)]
+    names = [f"hook-{k}" for k in range(webhooks)]
+    async with cluster() as c, sinks(ports=webhooks) as receivers:
+        load_objects(
+            c.emu,
+            [webhook(name, f"{receivers.url(k)}/{name}", events=(STARTED,)) for k, name in enumerate(names)],
+        )
+        load_objects(c.emu, [environment(e) for e in envs])
+        if hang:
+            receivers.hanging.add(f"/{names[0]}")
+        async with _herald(c.emu) as proc:
+            settle, _ = await _settle(c, proc, webhooks=webhooks, timeout=timeout)
+            if math.isnan(settle):
+                raise RuntimeError(f"herald run did not settle in {timeout:.0f} s:\n{proc.output()[-3000:]}")
+            samples, _ = await sequence(
+                c, receivers, envs=envs, paths=[f"/{name}" for name in names[1:]], warmup=warmup, prefix="i"
+            )
+        healthy = sum(len(receivers.by_path[f"/{name}"]) for name in names[1:])
+        return ProcessRun(samples=samples, expected=(n + warmup) * (webhooks - 1), received=healthy)
 
 
 async def startup_profile(

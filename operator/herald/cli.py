@@ -28,6 +28,7 @@ from prometheus_client import start_http_server
 
 from herald import __version__
 from herald.handlers import api_login, build_registry
+from herald.heap import HeapKeeper
 from herald.kube import API_GROUP, API_VERSION, KubeClient
 from herald.leader import LeaseConfig, LeaseElector
 from herald.metrics import Metrics
@@ -350,6 +351,7 @@ async def run_operator(settings: Settings) -> int:
     readiness = Readiness(kopf_ready=ready, standby=settings.leader_election)
     kube = KubeClient(api_login)
     prober = asyncio.create_task(readiness.probe(kube, settings))
+    heap = asyncio.create_task(HeapKeeper().run(), name="herald-heap")
     health = await serve_health(settings.health_port, readiness) if settings.health_port else None
     elector: LeaseElector | None = None
     campaign: asyncio.Task[None] | None = None
@@ -398,6 +400,7 @@ async def run_operator(settings: Settings) -> int:
         return 0
     finally:
         prober.cancel()
+        heap.cancel()
         if campaign is not None:
             campaign.cancel()
         await kube.aclose()
