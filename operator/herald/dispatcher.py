@@ -655,6 +655,8 @@ class Dispatcher:
             logger.exception("could not post a Kubernetes Event for %s", view.ref)
 
     def log(self, level: int, message: str, view: WebhookView, event: DeploymentEvent) -> None:
+        if not logger.isEnabledFor(level):
+            return
         env = event.environment
         url = redact_url(view.spec.url) if view.spec is not None and view.spec.url else "<from Secret>"
         logger.log(

@@ -270,7 +270,10 @@ def due(pending: PendingDelivery) -> tuple[datetime.datetime, datetime.datetime]
 
 
 def _queued(queue: tuple[PendingDelivery, ...], pending: PendingDelivery) -> tuple[PendingDelivery, ...]:
-    at = bisect.bisect_right(queue, due(pending), key=due)
+    when = due(pending)
+    if not queue or due(queue[-1]) <= when:  # the usual case: a new delivery, due now
+        return (*queue, pending)
+    at = bisect.bisect_right(queue, when, key=due)
     return (*queue[:at], pending, *queue[at:])
 
 
