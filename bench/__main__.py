@@ -40,7 +40,7 @@ class Sizes:
     latency: int = 200  # sequential transitions, one Environment each
     warmup: int = 5
     back_to_back: int = 30  # transitions of one Environment
-    processes: int = 200  # transitions for the separate-process runs (scale included)
+    processes: int = 500  # transitions for the separate-process runs (scale included)
     one_receiver: int = 1000  # queued deliveries to one webhook
     rounds: int = 3  # throughput: alternating baseline/Herald rounds; each side's median counts
     fanout_webhooks: int = 500
