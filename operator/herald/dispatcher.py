@@ -51,6 +51,7 @@ from herald.status import (
     add_pending,
     condition,
     due,
+    dump_pending,
     finish,
     new_record,
     parse_status,
@@ -182,6 +183,7 @@ class _Worker:
         self._persisted = asyncio.Condition()
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        self._rendered: dict[int, tuple[PendingDelivery, dict[str, Any]]] = {}  # see _patch
         self._validated_generation: int | None = None
         self._task = asyncio.create_task(self._run(), name=f"herald-worker-{view.ref}")
         self.observe(view)
@@ -564,6 +566,21 @@ class _Worker:
         async with self._persisted:
             await self._persisted.wait_for(lambda: self._flushed >= target or self._task.done())
 
+    def _patch(self, status: WebhookStatus) -> dict[str, Any]:
+        """``to_patch``, rendering only the pending deliveries that changed since the last flush:
+        a long queue is otherwise dumped whole on every flush, stalling the loop for all."""
+        previous, rendered = self._rendered, {}
+
+        def dump(pending: PendingDelivery) -> dict[str, Any]:
+            hit = previous.get(id(pending))
+            value = hit[1] if hit is not None and hit[0] is pending else dump_pending(pending)
+            rendered[id(pending)] = (pending, value)
+            return value
+
+        patch = to_patch(status, dump=dump)
+        self._rendered = rendered
+        return patch
+
     async def _flush_loop(self) -> None:
         owner = self.owner
         failures = 0
@@ -576,7 +593,7 @@ class _Worker:
             ref = self.view.ref
             try:
                 await owner.sink.patch_status(
-                    plural=self.plural, namespace=ref.namespace, name=ref.name, status=to_patch(status)
+                    plural=self.plural, namespace=ref.namespace, name=ref.name, status=self._patch(status)
                 )
             except Exception as exc:  # the API server or network refused: keep the change, retry
                 if getattr(exc, "status", None) == 404:

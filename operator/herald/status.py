@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import datetime
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -39,6 +39,7 @@ __all__ = [
     "add_pending",
     "condition",
     "due",
+    "dump_pending",
     "finish",
     "new_record",
     "parse_status",
@@ -364,9 +365,20 @@ def condition(status: WebhookStatus, type_: str) -> Condition | None:
     return next((c for c in status.conditions if c.type == type_), None)
 
 
-def to_patch(status: WebhookStatus) -> dict[str, Any]:
-    """The status subresource's merge patch: every top-level key present, so a cleared one is nulled."""
-    dumped = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+def dump_pending(pending: PendingDelivery) -> dict[str, Any]:
+    return pending.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def to_patch(
+    status: WebhookStatus, *, dump: Callable[[PendingDelivery], dict[str, Any]] = dump_pending
+) -> dict[str, Any]:
+    """The status subresource's merge patch: every top-level key present, so a cleared one is nulled.
+
+    ``dump`` renders each pending delivery: a caller flushing the same long queue again and again
+    passes one that remembers what it rendered (pending deliveries are immutable values).
+    """
+    dumped = status.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"pending"})
+    dumped["pending"] = [dump(p) for p in status.pending]
     return {
         (info.alias or name): dumped.get(info.alias or name)
         for name, info in WebhookStatus.model_fields.items()

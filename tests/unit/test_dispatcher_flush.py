@@ -1,0 +1,133 @@
+"""dispatcher.py's status flush: a long queue is rendered once, then only what changed."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from herald.delivery import AttemptResult, OutgoingRequest, Verdict
+from herald.demo import wait_for
+from herald.dispatcher import Dispatcher
+from herald.events import build_event, parse_environment
+from herald.metrics import Metrics
+from herald.models import EventType
+from herald.settings import Settings
+from herald.status import WebhookView, parse_status, parse_webhook, to_patch
+
+
+class GatedClient:
+    """Answers 200 to each delivery the test lets through."""
+
+    def __init__(self) -> None:
+        self.allowed = 0
+        self.sent: list[str] = []
+
+    async def send(self, request: OutgoingRequest, *, now: Any) -> AttemptResult:
+        await wait_for(lambda: len(self.sent) < self.allowed, timeout=10, what="the test to allow a send")
+        self.sent.append(request.payload_id)
+        return AttemptResult(
+            verdict=Verdict.SUCCESS,
+            http_status=200,
+            error=None,
+            reason=None,
+            retry_after=None,
+            duration_ms=1,
+            response_excerpt=b"",
+        )
+
+    async def aclose(self) -> None:
+        pass
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.patches: list[dict[str, Any]] = []
+
+    async def patch_status(
+        self, *, plural: str, namespace: str | None, name: str, status: Mapping[str, Any]
+    ) -> None:
+        self.patches.append(dict(status))
+
+
+class NoSecrets:
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        return None
+
+
+def view() -> WebhookView:
+    body = {
+        "metadata": {"name": "hook", "namespace": "ns", "uid": "u", "generation": 1},
+        "spec": {
+            "url": "https://receiver.example/hook",
+            "kind": "STANDARD",
+            "events": ["DEPLOYMENT_STARTED"],
+        },
+    }
+    return parse_webhook(body, cluster=False)
+
+
+def events(n: int) -> list[Any]:
+    out = []
+    for i in range(n):
+        body = {
+            "apiVersion": "herald.dev/v1alpha1",
+            "kind": "Environment",
+            "metadata": {"name": f"env-{i}", "namespace": "ns", "uid": f"e{i}"},
+            "spec": {
+                "organization": {"id": "o", "name": "Acme"},
+                "project": {"id": "p", "name": "shop"},
+                "type": "PRODUCTION",
+                "clusterName": "c",
+            },
+            "status": {"deployment": {"id": f"d{i}", "currentStatus": "DEPLOYING"}},
+        }
+        ref, spec, deployment = parse_environment(body)
+        assert deployment is not None
+        out.append(
+            build_event(
+                event_type=EventType.DEPLOYMENT_STARTED,
+                environment=ref,
+                spec=spec,
+                deployment=deployment,
+                created_at=datetime.datetime.now(datetime.UTC),
+            )
+        )
+    return out
+
+
+async def test_each_flush_renders_only_the_pending_deliveries_that_changed() -> None:
+    client, sink = GatedClient(), Sink()
+    settings = Settings(status_interval=0.05)
+    dispatcher = Dispatcher(
+        settings=settings,
+        client=client,  # type: ignore[arg-type]
+        sink=sink,
+        secrets=NoSecrets(),
+        post_event=lambda *_: None,
+        metrics=Metrics(),
+        clock=time.monotonic,
+        wallclock=time.time,
+    )
+    hook = view()
+    try:
+        await asyncio.wait_for(dispatcher.submit([(hook, e) for e in events(30)]), timeout=10)
+        first = sink.patches[-1]
+        assert len(first["pending"]) == 30
+        client.allowed = 5  # five deliveries finish; the other 25 stay pending, unchanged
+        await wait_for(lambda: len(client.sent) == 5, timeout=10, what="five deliveries")
+        await wait_for(
+            lambda: len(sink.patches[-1]["pending"]) == 25, timeout=10, what="a flush after the five"
+        )
+        second = sink.patches[-1]
+        status = dispatcher.status_of(cluster=False, ref=hook.ref)
+        assert status is not None
+        assert second == to_patch(status)  # the same patch as rendering everything afresh
+        assert parse_status(second).pending == status.pending
+        reused = {id(p) for p in first["pending"]} & {id(p) for p in second["pending"]}
+        assert len(reused) >= 24  # what did not change was not rendered again
+    finally:
+        client.allowed = 10**6
+        await dispatcher.close()
