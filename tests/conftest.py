@@ -1,12 +1,20 @@
-"""Fixtures shared by the integration and the real-cluster suites."""
+"""Fixtures shared by the integration and the real-cluster suites, and the property tests' profile."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import settings
 
 from herald.demo import Receiver
+
+# `make test` draws the same examples on every run, so a red CI is a real regression that
+# reproduces, never a lucky draw; HYPOTHESIS_PROFILE=explore draws new ones (and more of them).
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", max_examples=1000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture

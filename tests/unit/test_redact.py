@@ -88,5 +88,6 @@ def test_scrub_cuts_long_text() -> None:
 def test_scrub_never_leaks_a_secret(prefix: str, secret: str, suffix: str) -> None:
     scrubbed = scrub(prefix + secret + suffix, [secret])
     assert len(scrubbed) <= MAX_MESSAGE_LENGTH
-    if MASK not in secret and "…" not in secret:
+    # A secret sharing a character with the mask or the ellipsis could re-form across one.
+    if not set(secret) & set(MASK + "…"):
         assert secret not in scrubbed
