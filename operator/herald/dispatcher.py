@@ -53,6 +53,7 @@ from herald.status import (
     due,
     dump_pending,
     finish,
+    log_cap,
     new_record,
     parse_status,
     record_attempt,
@@ -183,7 +184,7 @@ class _Worker:
         self._persisted = asyncio.Condition()
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
-        self._rendered: dict[int, tuple[PendingDelivery, dict[str, Any]]] = {}  # see _patch
+        self._rendered: dict[int, tuple[PendingDelivery, int, dict[str, Any]]] = {}  # see _patch
         self._validated_generation: int | None = None
         self._task = asyncio.create_task(self._run(), name=f"herald-worker-{view.ref}")
         self.observe(view)
@@ -571,13 +572,16 @@ class _Worker:
         a long queue is otherwise dumped whole on every flush, stalling the loop for all."""
         previous, rendered = self._rendered, {}
 
-        def dump(pending: PendingDelivery) -> dict[str, Any]:
+        def dump(pending: PendingDelivery, cap: int) -> dict[str, Any]:
             hit = previous.get(id(pending))
-            value = hit[1] if hit is not None and hit[0] is pending else dump_pending(pending)
-            rendered[id(pending)] = (pending, value)
+            fresh = hit is not None and hit[0] is pending and hit[1] == cap
+            value = hit[2] if hit is not None and fresh else dump_pending(pending, cap)
+            rendered[id(pending)] = (pending, cap, value)
             return value
 
-        patch = to_patch(status, dump=dump)
+        settings = self.owner.settings
+        cap = log_cap(max_pending=settings.max_pending, history_limit=settings.history_limit)
+        patch = to_patch(status, cap=cap, dump=dump)
         self._rendered = rendered
         return patch
 

@@ -290,7 +290,8 @@ class DeploymentEvent(_Model):
     """One deployment event of one environment: everything a formatter needs, and nothing else.
 
     It is also what a pending delivery persists on the webhook's status, so a delivery resumed
-    after a restart sends the body it would have sent before.
+    after a restart sends the body it would have sent before (its logs trimmed to their newest
+    lines when long: see ``status.persisted``).
     """
 
     event_type: EventType

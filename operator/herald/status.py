@@ -31,6 +31,8 @@ from herald.models import (
 
 __all__ = [
     "ATTEMPT_LOG_LIMIT",
+    "NOTIFICATION_LOG_CAP",
+    "STATUS_LOG_BUDGET",
     "Counters",
     "Pause",
     "PauseReason",
@@ -41,9 +43,11 @@ __all__ = [
     "due",
     "dump_pending",
     "finish",
+    "log_cap",
     "new_record",
     "parse_status",
     "parse_webhook",
+    "persisted",
     "record_attempt",
     "set_condition",
     "to_patch",
@@ -365,20 +369,69 @@ def condition(status: WebhookStatus, type_: str) -> Condition | None:
     return next((c for c in status.conditions if c.type == type_), None)
 
 
-def dump_pending(pending: PendingDelivery) -> dict[str, Any]:
-    return pending.model_dump(mode="json", by_alias=True, exclude_none=True)
+# Deployment logs a status keeps across all the notifications it persists (pending and sent), and
+# at most per notification: without a bound, 100 pending deliveries with long logs outgrow the
+# ~1.5 MiB etcd accepts for an object, the status can no longer be written, and what was
+# delivered is no longer recorded. Only the persisted copy is trimmed (see ``persisted``).
+STATUS_LOG_BUDGET = 512 * 1024
+NOTIFICATION_LOG_CAP = 16 * 1024
+
+
+def log_cap(*, max_pending: int, history_limit: int) -> int:
+    """Bytes of logs each persisted notification may keep, so that a status holding as many
+    notifications as the bounds allow (pending, plus sent ones for redelivery) stays in budget."""
+    return min(NOTIFICATION_LOG_CAP, STATUS_LOG_BUDGET // max(1, max_pending + history_limit))
+
+
+def persisted(event: DeploymentEvent, cap: int) -> DeploymentEvent:
+    """The notification as the status keeps it: the newest log lines that fit in ``cap`` bytes,
+    after a line saying how many were left out. A delivery resumed after a restart sends this."""
+    logs = event.deployment.logs
+    if sum(len(line.encode()) + 1 for line in logs) <= cap:
+        return event
+    budget = cap - 100  # room for the marker line
+    kept: list[str] = []
+    for line in reversed(logs):
+        size = len(line.encode()) + 1
+        if size > budget:
+            break
+        kept.append(line)
+        budget -= size
+    dropped = len(logs) - len(kept)
+    marker = f"[herald] {dropped} earlier log lines were not kept on the webhook's status"
+    deployment = event.deployment.model_copy(update={"logs": (marker, *reversed(kept))})
+    return event.model_copy(update={"deployment": deployment})
+
+
+def dump_pending(pending: PendingDelivery, cap: int) -> dict[str, Any]:
+    trimmed = persisted(pending.notification, cap)
+    if trimmed is not pending.notification:
+        pending = pending.model_copy(update={"notification": trimmed})
+    return _json(pending)
+
+
+def _json(value: BaseModel) -> dict[str, Any]:
+    return value.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def to_patch(
-    status: WebhookStatus, *, dump: Callable[[PendingDelivery], dict[str, Any]] = dump_pending
+    status: WebhookStatus,
+    *,
+    cap: int,
+    dump: Callable[[PendingDelivery, int], dict[str, Any]] = dump_pending,
 ) -> dict[str, Any]:
     """The status subresource's merge patch: every top-level key present, so a cleared one is nulled.
 
-    ``dump`` renders each pending delivery: a caller flushing the same long queue again and again
-    passes one that remembers what it rendered (pending deliveries are immutable values).
+    ``cap`` bounds each persisted notification's logs (``log_cap``). ``dump`` renders each pending
+    delivery under it: a caller flushing the same
+    long queue again and again passes one that remembers what it rendered (pending deliveries are
+    immutable values).
     """
-    dumped = status.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"pending"})
-    dumped["pending"] = [dump(p) for p in status.pending]
+    dumped = status.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"pending", "sent"})
+    dumped["pending"] = [dump(p, cap) for p in status.pending]
+    dumped["sent"] = [
+        persisted(n, cap).model_dump(mode="json", by_alias=True, exclude_none=True) for n in status.sent
+    ]
     return {
         (info.alias or name): dumped.get(info.alias or name)
         for name, info in WebhookStatus.model_fields.items()

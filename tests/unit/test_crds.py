@@ -69,6 +69,7 @@ from herald.models import (
 from herald.settings import Settings
 from herald.status import (
     ATTEMPT_LOG_LIMIT,
+    NOTIFICATION_LOG_CAP,
     Counters,
     Pause,
     PauseReason,
@@ -927,7 +928,7 @@ def _full_status() -> dict[str, Any]:
         handled_ping="1",
         handled_redeliver="failed",
     )
-    patch = to_patch(status)
+    patch = to_patch(status, cap=NOTIFICATION_LOG_CAP)
     assert None not in patch.values(), "every field set"
     return patch
 

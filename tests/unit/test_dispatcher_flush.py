@@ -15,7 +15,7 @@ from herald.events import build_event, parse_environment
 from herald.metrics import Metrics
 from herald.models import EventType
 from herald.settings import Settings
-from herald.status import WebhookView, parse_status, parse_webhook, to_patch
+from herald.status import WebhookView, log_cap, parse_status, parse_webhook, to_patch
 
 
 class GatedClient:
@@ -124,7 +124,8 @@ async def test_each_flush_renders_only_the_pending_deliveries_that_changed() -> 
         second = sink.patches[-1]
         status = dispatcher.status_of(cluster=False, ref=hook.ref)
         assert status is not None
-        assert second == to_patch(status)  # the same patch as rendering everything afresh
+        cap = log_cap(max_pending=settings.max_pending, history_limit=settings.history_limit)
+        assert second == to_patch(status, cap=cap)  # the same patch as rendering everything afresh
         assert parse_status(second).pending == status.pending
         reused = {id(p) for p in first["pending"]} & {id(p) for p in second["pending"]}
         assert len(reused) >= 24  # what did not change was not rendered again

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any
 
 from hypothesis import given
@@ -21,13 +22,16 @@ from herald.models import (
 )
 from herald.status import (
     ATTEMPT_LOG_LIMIT,
+    NOTIFICATION_LOG_CAP,
     WebhookStatus,
     add_pending,
     due,
     finish,
+    log_cap,
     new_record,
     parse_status,
     parse_webhook,
+    persisted,
     record_attempt,
     set_condition,
     to_patch,
@@ -132,8 +136,10 @@ def test_pending_stays_in_due_order_through_any_changes(steps: list[tuple[int, i
         assert keys == sorted(keys)
         assert len({p.record.payload_id for p in status.pending}) == len(status.pending)
     # What is persisted resumes in the same order, and a status written in any order resumes sorted.
-    assert parse_status(to_patch(status)).pending == status.pending
-    shuffled = parse_status(to_patch(status.model_copy(update={"pending": status.pending[::-1]}))).pending
+    assert parse_status(to_patch(status, cap=NOTIFICATION_LOG_CAP)).pending == status.pending
+    shuffled = parse_status(
+        to_patch(status.model_copy(update={"pending": status.pending[::-1]}), cap=NOTIFICATION_LOG_CAP)
+    ).pending
     assert [due(p) for p in shuffled] == [due(p) for p in status.pending]
 
 
@@ -153,14 +159,14 @@ def test_condition_transition_time_moves_only_on_change() -> None:
 
 def test_patch_round_trips_and_nulls_cleared_fields() -> None:
     status = add_pending(WebhookStatus(observed_generation=3), pending(1), history_limit=20)
-    patch = to_patch(status)
+    patch = to_patch(status, cap=NOTIFICATION_LOG_CAP)
     assert patch["pause"] is None
     assert patch["lastDelivery"] is None
     assert parse_status(patch) == status
 
 
 def test_parse_status_salvages_good_items() -> None:
-    good = to_patch(add_pending(WebhookStatus(), pending(1), history_limit=20))
+    good = to_patch(add_pending(WebhookStatus(), pending(1), history_limit=20), cap=NOTIFICATION_LOG_CAP)
     raw: dict[str, Any] = {**good, "deliveries": [*good["deliveries"], {"garbage": True}], "counters": "nope"}
     status = parse_status(raw)
     assert [r.payload_id for r in status.deliveries] == ["p-1"]
@@ -201,3 +207,44 @@ def test_scope_rules() -> None:
     assert ok.spec.secret_ref is not None
     assert ok.spec.secret_ref.key == "secret"
     assert ok.generation == 2
+
+
+def with_logs(n: int, lines: list[str]) -> PendingDelivery:
+    e = event(n)
+    e = e.model_copy(update={"deployment": e.deployment.model_copy(update={"logs": tuple(lines)})})
+    return PendingDelivery(record=new_record(e, now=T0), notification=e)
+
+
+def test_short_logs_are_persisted_as_they_are() -> None:
+    e = with_logs(1, ["building", "pushing"]).notification
+    assert persisted(e, 1024) is e
+
+
+def test_long_logs_keep_their_newest_lines_behind_a_marker() -> None:
+    lines = [f"line {i:04d} " + "x" * 90 for i in range(1000)]  # about 100 KB
+    kept = persisted(with_logs(1, lines).notification, 4096).deployment.logs
+    assert sum(len(line.encode()) + 1 for line in kept) <= 4096
+    marker, *tail = kept
+    assert tail == lines[-len(tail) :]
+    assert len(tail) > 10
+    assert marker == f"[herald] {1000 - len(tail)} earlier log lines were not kept on the webhook's status"
+    one_huge = persisted(with_logs(2, ["y" * 10_000]).notification, 4096).deployment.logs
+    assert one_huge == ("[herald] 1 earlier log lines were not kept on the webhook's status",)
+
+
+def test_a_full_status_with_huge_logs_stays_under_what_etcd_accepts() -> None:
+    lines = ["z" * 1000] * 256  # 256 KB of logs in every notification
+    status = WebhookStatus()
+    for n in range(100):  # --max-pending's default
+        status = add_pending(status, with_logs(n, lines), history_limit=20)
+    for n in range(100, 120):  # and the history's sent notifications
+        done = with_logs(n, lines)
+        status = finish(status, done, history_limit=20)
+    assert len(status.pending) == 100
+    assert len(status.sent) == 20
+    patch = to_patch(status, cap=log_cap(max_pending=100, history_limit=20))
+    assert len(json.dumps(patch).encode()) < 1024 * 1024  # etcd refuses objects over ~1.5 MiB
+    resumed = parse_status(patch)
+    assert [p.record.payload_id for p in resumed.pending] == [p.record.payload_id for p in status.pending]
+    assert resumed.pending[0].notification.deployment.logs[0].startswith("[herald] ")
+    assert status.pending[0].notification.deployment.logs == tuple(lines)  # in memory: whole
