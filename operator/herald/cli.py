@@ -27,7 +27,7 @@ from aiohttp import web
 from prometheus_client import start_http_server
 
 from herald import __version__
-from herald.handlers import api_login, build_registry
+from herald.handlers import Runtime, api_login, build_registry
 from herald.heap import HeapKeeper
 from herald.kube import API_GROUP, API_VERSION, KubeClient
 from herald.leader import LeaseConfig, LeaseElector
@@ -301,16 +301,18 @@ PROBE_EVERY = 2.0
 @dataclasses.dataclass
 class Readiness:
     """``/readyz``: the API server answered a list of Webhooks lately and, unless this replica is a
-    standby waiting for the Lease, kopf has listed everything and opened its watches. A standby is
-    ready too: otherwise a rolling update of two replicas could never replace the leader."""
+    standby waiting for the Lease, kopf has opened its watches and every webhook that existed at
+    start has arrived (deployment events are being handled). A standby is ready too: otherwise a
+    rolling update of two replicas could never replace the leader."""
 
     kopf_ready: asyncio.Event
     standby: bool = False
     api_ok_at: float = float("-inf")
+    webhooks_known: Callable[[], bool] = lambda: False
 
     def ready(self) -> bool:
         fresh = time.monotonic() - self.api_ok_at < READY_WINDOW
-        return fresh and (self.standby or self.kopf_ready.is_set())
+        return fresh and (self.standby or (self.kopf_ready.is_set() and self.webhooks_known()))
 
     async def probe(self, kube: KubeClient, settings: Settings) -> None:
         scope = f"/namespaces/{settings.namespaces[0]}" if settings.namespaces else ""
@@ -371,7 +373,9 @@ async def run_operator(settings: Settings) -> int:
             logging.getLogger("herald").info("waiting to lead (Lease %s/%s)", config.namespace, config.name)
             await elector.leading.wait()
             readiness.standby = False
-        registry = build_registry(settings, metrics=metrics)
+        runtimes: list[Runtime] = []
+        registry = build_registry(settings, metrics=metrics, runtimes=runtimes)
+        readiness.webhooks_known = lambda: bool(runtimes) and runtimes[-1].index.ready
 
         @kopf.on.cleanup(registry=registry)
         async def release_stop_flag(**_: Any) -> None:

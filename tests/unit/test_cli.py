@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
+import time
 
 import pytest
 
-from herald.cli import JsonFormatter, _parser, main, parse_settings
+from herald.cli import READY_WINDOW, JsonFormatter, Readiness, _parser, main, parse_settings
 from herald.settings import DEFAULT_RETRY_SCHEDULE
 
 
@@ -86,3 +88,18 @@ def test_json_log_lines_carry_delivery_fields() -> None:
     assert line["message"] == "delivered x"
     assert line["webhook"] == "ns/w"
     assert line["payload_id"] == "p-1"
+
+
+async def test_ready_once_the_api_answers_kopf_watches_and_every_webhook_is_known() -> None:
+    known = {"webhooks": False}
+    readiness = Readiness(kopf_ready=asyncio.Event(), webhooks_known=lambda: known["webhooks"])
+    assert not readiness.ready()  # the API server never answered
+    readiness.api_ok_at = time.monotonic()
+    readiness.kopf_ready.set()
+    assert not readiness.ready()  # deployment events still wait for the webhooks to arrive
+    known["webhooks"] = True
+    assert readiness.ready()
+    readiness.api_ok_at = time.monotonic() - READY_WINDOW - 1
+    assert not readiness.ready()  # the API server stopped answering
+    standby = Readiness(kopf_ready=asyncio.Event(), standby=True, api_ok_at=time.monotonic())
+    assert standby.ready()  # waiting for the Lease, nothing of its own to wait for
