@@ -18,7 +18,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
-# Every figure next to a baseline measured in the same run; writes bench/RESULTS.md (~4 min).
+# Every figure next to a baseline measured in the same run; writes bench/RESULTS.md (~2-3 min).
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
