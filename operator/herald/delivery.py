@@ -279,15 +279,21 @@ _CORE_TO_HTTPX: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] =
 )
 
 
-@contextlib.contextmanager
-def _httpx_errors() -> Iterator[None]:
-    try:
-        yield
-    except Exception as exc:
-        for core, mapped in _CORE_TO_HTTPX:
-            if isinstance(exc, core):
-                raise mapped(str(exc)) from exc
-        raise
+class _HttpxErrors:
+    """httpcore's exceptions raised as httpx's. A plain class, not a generator-based context
+    manager: it wraps every request and every response read, so its cost is per delivery."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, Exception):
+            for core, mapped in _CORE_TO_HTTPX:
+                if isinstance(exc, core):
+                    raise mapped(str(exc)) from exc
+
+
+_httpx_errors = _HttpxErrors()
 
 
 class _CoreStream(httpx.AsyncByteStream):
@@ -295,14 +301,14 @@ class _CoreStream(httpx.AsyncByteStream):
         self._stream = stream
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _httpx_errors():
+        with _httpx_errors:
             async for part in self._stream:
                 yield part
 
     async def aclose(self) -> None:
         close = getattr(self._stream, "aclose", None)
         if close is not None:
-            with _httpx_errors():
+            with _httpx_errors:
                 await close()
 
 
@@ -323,7 +329,7 @@ class _CoreTransport(httpx.AsyncBaseTransport):
             content=request.stream,
             extensions=request.extensions,
         )
-        with _httpx_errors():
+        with _httpx_errors:
             response = await self._pool.handle_async_request(core_request)
         if not isinstance(response.stream, AsyncIterable):
             raise TypeError("an async pool returned a sync stream")
