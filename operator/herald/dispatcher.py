@@ -253,6 +253,9 @@ class _Worker:
         except SecretProblem as problem:
             self._condition("Ready", False, problem.reason, problem.message)
             return
+        ready = condition(self.status, "Ready")
+        if ready is not None and ready.status == "True" and ready.observed_generation == self.view.generation:
+            return  # already says so (a restart must not rewrite every webhook's status)
         if self.status.pause is None:
             self._condition("Ready", True, "Ready", "Webhook is valid; deliveries are sent as events occur")
 

@@ -132,3 +132,47 @@ async def test_each_flush_renders_only_the_pending_deliveries_that_changed() -> 
     finally:
         client.allowed = 10**6
         await dispatcher.close()
+
+
+async def test_a_restart_on_a_current_status_writes_nothing() -> None:
+    """A failover with thousands of webhooks must not rewrite thousands of statuses."""
+    settings = Settings(status_interval=0.05)
+
+    def dispatcher(client: GatedClient, sink: Sink) -> Dispatcher:
+        return Dispatcher(
+            settings=settings,
+            client=client,  # type: ignore[arg-type]
+            sink=sink,
+            secrets=NoSecrets(),
+            post_event=lambda *_: None,
+            metrics=Metrics(),
+            clock=time.monotonic,
+            wallclock=time.time,
+        )
+
+    client, sink = GatedClient(), Sink()
+    client.allowed = 1
+    first = dispatcher(client, sink)
+    hook = view()
+    try:
+        await asyncio.wait_for(first.submit([(hook, e) for e in events(1)]), timeout=10)
+        await wait_for(
+            lambda: bool(sink.patches) and sink.patches[-1]["counters"]["delivered"] == 1,
+            timeout=10,
+            what="the delivery recorded",
+        )
+    finally:
+        await first.close()
+    persisted = sink.patches[-1]
+    assert {c["type"]: c["reason"] for c in persisted["conditions"]}["Ready"] == "Delivered"
+
+    restarted_sink = Sink()
+    second = dispatcher(GatedClient(), restarted_sink)
+    try:
+        second.observe(hook.model_copy(update={"raw_status": persisted}))
+        await wait_for(lambda: not second._background, timeout=10, what="the webhook validated")
+        # Unchanged in memory, so there is nothing to flush (a changed Ready reason would be).
+        assert second.status_of(cluster=False, ref=hook.ref) == parse_status(persisted)
+        assert restarted_sink.patches == []
+    finally:
+        await second.close()
