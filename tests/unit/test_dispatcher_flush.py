@@ -98,11 +98,12 @@ def events(n: int) -> list[Any]:
     return out
 
 
-async def test_each_flush_renders_only_the_pending_deliveries_that_changed() -> None:
-    client, sink = GatedClient(), Sink()
-    settings = Settings(status_interval=0.05)
-    dispatcher = Dispatcher(
-        settings=settings,
+SETTINGS = Settings(status_interval=0.05)
+
+
+def make_dispatcher(client: GatedClient, sink: Sink) -> Dispatcher:
+    return Dispatcher(
+        settings=SETTINGS,
         client=client,  # type: ignore[arg-type]
         sink=sink,
         secrets=NoSecrets(),
@@ -111,6 +112,11 @@ async def test_each_flush_renders_only_the_pending_deliveries_that_changed() -> 
         clock=time.monotonic,
         wallclock=time.time,
     )
+
+
+async def test_each_flush_renders_only_the_pending_deliveries_that_changed() -> None:
+    client, sink = GatedClient(), Sink()
+    dispatcher = make_dispatcher(client, sink)
     hook = view()
     try:
         await asyncio.wait_for(dispatcher.submit([(hook, e) for e in events(30)]), timeout=10)
@@ -124,7 +130,7 @@ async def test_each_flush_renders_only_the_pending_deliveries_that_changed() -> 
         second = sink.patches[-1]
         status = dispatcher.status_of(cluster=False, ref=hook.ref)
         assert status is not None
-        cap = log_cap(max_pending=settings.max_pending, history_limit=settings.history_limit)
+        cap = log_cap(max_pending=SETTINGS.max_pending, history_limit=SETTINGS.history_limit)
         assert second == to_patch(status, cap=cap)  # the same patch as rendering everything afresh
         assert parse_status(second).pending == status.pending
         reused = {id(p) for p in first["pending"]} & {id(p) for p in second["pending"]}
@@ -136,23 +142,9 @@ async def test_each_flush_renders_only_the_pending_deliveries_that_changed() -> 
 
 async def test_a_restart_on_a_current_status_writes_nothing() -> None:
     """A failover with thousands of webhooks must not rewrite thousands of statuses."""
-    settings = Settings(status_interval=0.05)
-
-    def dispatcher(client: GatedClient, sink: Sink) -> Dispatcher:
-        return Dispatcher(
-            settings=settings,
-            client=client,  # type: ignore[arg-type]
-            sink=sink,
-            secrets=NoSecrets(),
-            post_event=lambda *_: None,
-            metrics=Metrics(),
-            clock=time.monotonic,
-            wallclock=time.time,
-        )
-
     client, sink = GatedClient(), Sink()
     client.allowed = 1
-    first = dispatcher(client, sink)
+    first = make_dispatcher(client, sink)
     hook = view()
     try:
         await asyncio.wait_for(first.submit([(hook, e) for e in events(1)]), timeout=10)
@@ -167,7 +159,7 @@ async def test_a_restart_on_a_current_status_writes_nothing() -> None:
     assert {c["type"]: c["reason"] for c in persisted["conditions"]}["Ready"] == "Delivered"
 
     restarted_sink = Sink()
-    second = dispatcher(GatedClient(), restarted_sink)
+    second = make_dispatcher(GatedClient(), restarted_sink)
     try:
         second.observe(hook.model_copy(update={"raw_status": persisted}))
         await wait_for(lambda: not second._background, timeout=10, what="the webhook validated")
