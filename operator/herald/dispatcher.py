@@ -241,6 +241,18 @@ class _Worker:
             self._ping(view.ping)
         if view.redeliver is not None and view.redeliver != self.status.handled_redeliver:
             self._redeliver(view.redeliver)
+        # Each value is acted on once; removing the annotation forgets it, so the same value
+        # (`failed`, a payload id) can be asked for again.
+        forgotten = {
+            name: None
+            for name, asked, handled in (
+                ("handled_ping", view.ping, self.status.handled_ping),
+                ("handled_redeliver", view.redeliver, self.status.handled_redeliver),
+            )
+            if asked is None and handled is not None
+        }
+        if forgotten:
+            self._change(self.status.model_copy(update=forgotten))
         self._wake.set()
 
     def _pause(self, reason: PauseReason) -> Pause:

@@ -168,3 +168,29 @@ async def test_a_restart_on_a_current_status_writes_nothing() -> None:
         assert restarted_sink.patches == []
     finally:
         await second.close()
+
+
+async def test_removing_an_annotation_lets_the_same_value_be_asked_for_again() -> None:
+    client = GatedClient()
+    client.allowed = 10**6
+    dispatcher = make_dispatcher(client, Sink())
+    hook = view()
+    try:
+        dispatcher.observe(hook.model_copy(update={"ping": "1"}))
+        await wait_for(lambda: len(client.sent) == 1, timeout=10, what="the ping")
+        ping_id = client.sent[0]
+        asked = hook.model_copy(update={"ping": "1", "redeliver": ping_id})
+        dispatcher.observe(asked)
+        await wait_for(lambda: len(client.sent) == 2, timeout=10, what="the redelivery")
+        dispatcher.observe(asked)  # the same values again: acted on once
+        dispatcher.observe(hook)  # both annotations removed
+        status = dispatcher.status_of(cluster=False, ref=hook.ref)
+        assert status is not None
+        assert (status.handled_ping, status.handled_redeliver) == (None, None)
+        dispatcher.observe(hook.model_copy(update={"ping": "1"}))  # set again: acted on again
+        await wait_for(lambda: len(client.sent) == 3, timeout=10, what="a second ping")
+        dispatcher.observe(asked)
+        await wait_for(lambda: len(client.sent) == 4, timeout=10, what="a second redelivery")
+        assert client.sent == [ping_id] * 4  # one payload id: ping, redelivery, ping, redelivery
+    finally:
+        await dispatcher.close()
