@@ -173,10 +173,10 @@ def policy_fingerprint(settings: Settings) -> str:
 
 
 class _Worker:
-    def __init__(self, owner: Dispatcher, view: WebhookView) -> None:
+    def __init__(self, owner: Dispatcher, view: WebhookView, persisted: Any) -> None:
         self.owner = owner
         self.view = view
-        self.status = parse_status(view.raw_status)
+        self.status = parse_status(persisted)
         owner.metrics.pending.inc(len(self.status.pending))
         self._seq = 0
         self._flushed = 0
@@ -713,18 +713,20 @@ class Dispatcher:
             },
         )
 
-    def _worker(self, view: WebhookView) -> _Worker:
+    def _worker(self, view: WebhookView, persisted: Any = None) -> _Worker:
         key = (view.cluster, view.ref)
         worker = self._workers.get(key)
         if worker is None:
-            worker = _Worker(self, view)
+            worker = _Worker(self, view, persisted)
             self._workers[key] = worker
         return worker
 
-    def observe(self, view: WebhookView) -> None:
+    def observe(self, view: WebhookView, *, status: Any = None) -> None:
+        """A webhook's latest version. ``status`` is what its status subresource holds: read only
+        when the webhook's worker starts (a restart resumes from it), never kept."""
         worker = self._workers.get((view.cluster, view.ref))
         if worker is None:
-            self._worker(view)
+            self._worker(view, status)
         else:
             worker.observe(view)
 

@@ -247,7 +247,7 @@ def build_registry(
             return
         view = parse_webhook(body, cluster=cluster)
         rt.index.put(view)
-        rt.dispatcher.observe(view)
+        rt.dispatcher.observe(view, status=body.get("status"))
 
     @kopf.on.event(API_GROUP, API_VERSION, "webhooks", registry=registry)
     async def on_webhook(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:

@@ -116,8 +116,6 @@ class WebhookView(_Model):
     spec_error: str | None
     ping: str | None
     redeliver: str | None
-    # The persisted status, unparsed: read once, when the webhook's worker starts (parse_status).
-    raw_status: Any = Field(default=None, repr=False)
     body_meta: dict[str, Any]  # apiVersion/kind/metadata, enough to post a Kubernetes Event
 
 
@@ -192,7 +190,6 @@ def parse_webhook(body: Mapping[str, Any], *, cluster: bool) -> WebhookView:
         spec_error=error,
         ping=_str_or_none(annotations.get(PING_ANNOTATION)),
         redeliver=_str_or_none(annotations.get(REDELIVER_ANNOTATION)),
-        raw_status=body.get("status"),
         body_meta={
             "apiVersion": body.get("apiVersion"),
             "kind": body.get("kind"),

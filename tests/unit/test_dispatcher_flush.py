@@ -161,7 +161,7 @@ async def test_a_restart_on_a_current_status_writes_nothing() -> None:
     restarted_sink = Sink()
     second = make_dispatcher(GatedClient(), restarted_sink)
     try:
-        second.observe(hook.model_copy(update={"raw_status": persisted}))
+        second.observe(hook, status=persisted)
         await wait_for(lambda: not second._background, timeout=10, what="the webhook validated")
         # Unchanged in memory, so there is nothing to flush (a changed Ready reason would be).
         assert second.status_of(cluster=False, ref=hook.ref) == parse_status(persisted)

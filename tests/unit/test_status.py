@@ -248,3 +248,18 @@ def test_a_full_status_with_huge_logs_stays_under_what_etcd_accepts() -> None:
     assert [p.record.payload_id for p in resumed.pending] == [p.record.payload_id for p in status.pending]
     assert resumed.pending[0].notification.deployment.logs[0].startswith("[herald] ")
     assert status.pending[0].notification.deployment.logs == tuple(lines)  # in memory: whole
+
+
+def test_a_webhooks_view_keeps_nothing_of_its_status() -> None:
+    """The index holds a view per webhook for as long as Herald runs: a status of deliveries
+    (history, sent notifications) must not ride along; a worker reads it once when it starts."""
+    status = WebhookStatus()
+    for n in range(20):
+        status = finish(status, with_logs(n, ["log line"] * 50), history_limit=20)
+    body = {
+        "metadata": {"name": "hook", "namespace": "ns", "uid": "u", "generation": 1},
+        "spec": {"url": "https://receiver.example/hook", "kind": "STANDARD"},
+        "status": to_patch(status, cap=NOTIFICATION_LOG_CAP),
+    }
+    view = parse_webhook(body, cluster=False)
+    assert "log line" not in repr(view.model_dump())
