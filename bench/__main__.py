@@ -26,7 +26,7 @@ from bench.harness import BENCH_SETTINGS, percentile
 from bench.latency import back_to_back, baseline_latency, herald_latency
 from bench.profiling import summarise
 from bench.report import Report, at_least, at_most
-from bench.scale import ProcessRun, process_isolation, process_latency, startup_profile
+from bench.scale import ProcessRun, process_isolation, process_latency, startup_profile, status_memory
 from bench.throughput import ThroughputRun, Workload, herald_throughput, httpx_throughput
 
 __all__ = ["QUICK", "SECTIONS", "Bench", "Sizes", "main", "run"]
@@ -52,6 +52,7 @@ class Sizes:
     environments: int = 5000
     namespaces: int = 500
     small_crowd: int = 500  # a second, smaller crowd first, to see how startup grows (0: none)
+    busy_crowd: int = 5000  # then webhooks whose status holds a full history (0: none)
     scale_timeout: float = 90.0  # seconds a crowded operator gets to settle
     startup_profile: float = 12.0  # seconds of a crowded startup profiled in process
     isolation: int = 100
@@ -75,6 +76,7 @@ QUICK = Sizes(
     environments=40,
     namespaces=4,
     small_crowd=0,
+    busy_crowd=40,
     scale_timeout=30.0,
     startup_profile=1.0,
     isolation=8,
@@ -252,10 +254,14 @@ async def _scale(bench: Bench) -> None:
             sizes.processes, warmup=sizes.warmup, herald=True, timeout=sizes.scale_timeout
         )
     crowds = (
-        [(sizes.small_crowd, sizes.small_crowd, max(1, sizes.small_crowd // 10))] if sizes.small_crowd else []
+        [(sizes.small_crowd, sizes.small_crowd, max(1, sizes.small_crowd // 10), False)]
+        if sizes.small_crowd
+        else []
     )
-    crowds.append((sizes.webhooks, sizes.environments, sizes.namespaces))
-    for webhooks, environments, namespaces in crowds:
+    crowds.append((sizes.webhooks, sizes.environments, sizes.namespaces, False))
+    if sizes.busy_crowd:
+        crowds.append((sizes.busy_crowd, sizes.busy_crowd, max(1, sizes.busy_crowd // 10), True))
+    for webhooks, environments, namespaces, busy in crowds:
         run = await process_latency(
             sizes.processes,
             warmup=sizes.warmup,
@@ -263,9 +269,11 @@ async def _scale(bench: Bench) -> None:
             webhooks=webhooks,
             environments=environments,
             namespaces=namespaces,
+            busy=busy,
             timeout=sizes.scale_timeout,
         )
-        section = f"4 scale, {webhooks} Webhooks + {environments} Environments elsewhere"
+        history = " with full histories" if busy else ""
+        section = f"4 scale, {webhooks} Webhooks{history} + {environments} Environments elsewhere"
         report.add(
             section,
             "operator RSS",
@@ -293,23 +301,25 @@ async def _scale(bench: Bench) -> None:
         )
         if math.isnan(run.settle):
             report.note(
-                f"4 scale: {webhooks} Webhooks + {environments} Environments did not settle",
+                f"4 scale: {webhooks} Webhooks{history} + {environments} Environments did not settle",
                 f"herald run had written {run.statuses_written} of {webhooks + 1} webhook statuses after "
                 f"{sizes.scale_timeout:.0f} s (RSS {run.rss_mb:.0f} MB, peak {run.peak_mb:.0f} MB);\n"
                 "no latency was measured. The startup profile below shows where the time goes.",
             )
         else:
             report.check(
-                f"4 scale ({webhooks} webhooks): each of {run.expected} transitions delivered once",
+                f"4 scale ({webhooks} webhooks{history}): each of {run.expected} transitions delivered once",
                 run.received == run.expected,
                 f"{run.received} received",
             )
             lists = {k: v for k, v in run.hot_path_requests.items() if k.startswith("LIST")}
             report.note(
-                f"4 scale ({webhooks} webhooks): API requests while {run.expected} events were handled",
+                f"4 scale ({webhooks} webhooks{history}): API requests during {run.expected} events",
                 "\n".join(f"  {v:6d}  {k}" for k, v in sorted(run.hot_path_requests.items()))
                 + ("\n  (LIST webhooks is the readiness probe, ?limit=1, every 2 s)" if lists else ""),
             )
+    if sizes.busy_crowd:
+        report.note("4 scale: where a busy webhook's memory goes (tracemalloc)", status_memory())
 
 
 async def _isolation(bench: Bench) -> None:

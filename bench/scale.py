@@ -15,13 +15,15 @@ import asyncio
 import contextlib
 import cProfile
 import dataclasses
+import datetime
 import json
 import math
 import pathlib
 import pstats
 import shutil
 import time
-from collections.abc import AsyncIterator
+import tracemalloc
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from bench.baseline import BaselineProcess
@@ -40,12 +42,15 @@ from bench.harness import (
 )
 from bench.latency import STARTED, sequence
 from herald.demo import Emulator, running_operator
+from herald.events import build_event, parse_environment
 from herald.metrics import Metrics
+from herald.models import DeliveryOutcome, EventType, PendingDelivery
+from herald.status import NOTIFICATION_LOG_CAP, WebhookStatus, finish, new_record, parse_status, to_patch
 
 if TYPE_CHECKING:
     from tests.integration.operator_process import OperatorProcess
 
-__all__ = ["ProcessRun", "process_isolation", "process_latency", "startup_profile"]
+__all__ = ["ProcessRun", "process_isolation", "process_latency", "startup_profile", "status_memory"]
 
 # Production settings, but for the loopback receivers and a cluster the emulator can serve.
 OPERATOR_ENV = {
@@ -95,10 +100,48 @@ class _Counter:
         return self.count
 
 
-def _crowd(receiver: str, *, webhooks: int, environments: int, namespaces: int) -> list[dict[str, object]]:
-    """Webhooks and Environments in other namespaces, every deployment already notified."""
+HISTORY = 20  # deliveries each crowd webhook has made already (Settings.history_limit)
+
+
+def _busy_status() -> dict[str, object]:
+    """A webhook's status after a day of use: a full history and the notifications kept for
+    redelivery, as Herald wrote them. No conditions yet, so the operator writes each one once
+    (that first write is how a run sees the operator settled)."""
+    now = datetime.datetime.now(datetime.UTC)
+    status = WebhookStatus(observed_generation=1)
+    for i in range(HISTORY):
+        body = environment(
+            f"app-{i}",
+            status={
+                "deployment": {"id": f"old-{i}", "currentStatus": "DEPLOYED", "logs": ["pulled", "started"]}
+            },
+        )
+        body["metadata"]["uid"] = f"uid-{i}"
+        ref, spec, deployment = parse_environment(body)
+        if deployment is None:
+            raise RuntimeError("the crowd's Environment has no deployment")
+        event = build_event(
+            event_type=EventType.DEPLOYMENT_SUCCESSFUL,
+            environment=ref,
+            spec=spec,
+            deployment=deployment,
+            created_at=now,
+        )
+        done = new_record(event, now=now).model_copy(
+            update={"outcome": DeliveryOutcome.SUCCEEDED, "attempts": 1, "http_status": 200, "duration_ms": 3}
+        )
+        status = finish(status, PendingDelivery(record=done, notification=event), history_limit=HISTORY)
+    return to_patch(status, cap=NOTIFICATION_LOG_CAP)
+
+
+def _crowd(
+    receiver: str, *, webhooks: int, environments: int, namespaces: int, busy: bool = False
+) -> list[dict[str, object]]:
+    """Webhooks and Environments in other namespaces, every deployment already notified; with
+    ``busy``, every webhook carries a day's history on its status."""
+    extra = {"status": _busy_status()} if busy else {}
     objects: list[dict[str, object]] = [
-        webhook(f"hook-{i}", f"{receiver}/crowd/{i}", namespace=f"crowd-{i % namespaces}")
+        webhook(f"hook-{i}", f"{receiver}/crowd/{i}", namespace=f"crowd-{i % namespaces}") | extra
         for i in range(webhooks)
     ]
     for i in range(environments):
@@ -165,9 +208,11 @@ async def process_latency(
     webhooks: int = 0,
     environments: int = 0,
     namespaces: int = 1,
+    busy: bool = False,
     timeout: float = 120.0,
 ) -> ProcessRun:
-    """``herald`` False runs the raw notifier's process instead (``webhooks``/``environments`` ignored).
+    """``herald`` False runs the raw notifier's process instead (``webhooks``/``environments`` ignored);
+    ``busy`` gives the crowd's webhooks a full history (``_crowd``).
 
     Gives up (NaN samples) when the operator has not settled within ``timeout`` seconds.
     """
@@ -177,7 +222,13 @@ async def process_latency(
             load_objects(c.emu, [webhook("lat", f"{receivers.url()}/lat", events=(STARTED,))])
             load_objects(
                 c.emu,
-                _crowd(receivers.url(), webhooks=webhooks, environments=environments, namespaces=namespaces),
+                _crowd(
+                    receivers.url(),
+                    webhooks=webhooks,
+                    environments=environments,
+                    namespaces=namespaces,
+                    busy=busy,
+                ),
             )
         load_objects(c.emu, [environment(e) for e in envs])
         if not herald:
@@ -251,6 +302,32 @@ async def process_isolation(n: int, *, warmup: int, webhooks: int, hang: bool, t
             )
         healthy = sum(len(receivers.by_path[f"/{name}"]) for name in names[1:])
         return ProcessRun(samples=samples, expected=(n + warmup) * (webhooks - 1), received=healthy)
+
+
+def status_memory(samples: int = 200) -> str:
+    """Where a busy webhook's memory goes: its status as Herald holds it (pydantic models) next
+    to the JSON it came from, measured with tracemalloc over ``samples`` parses."""
+    busy = _busy_status()
+    text = json.dumps(busy)
+    parts: list[tuple[str, Callable[[], WebhookStatus]]] = [
+        ("the whole status, parsed", lambda: parse_status(json.loads(text))),
+        ("  its sent notifications (for redelivery)", lambda: parse_status({"sent": busy["sent"]})),
+        ("  its delivery history", lambda: parse_status({"deliveries": busy["deliveries"]})),
+    ]
+    sizes: dict[str, float] = {}
+    tracemalloc.start()
+    try:
+        for name, parse in parts:
+            before = tracemalloc.get_traced_memory()[0]
+            kept = [parse() for _ in range(samples)]
+            sizes[name] = (tracemalloc.get_traced_memory()[0] - before) / samples / 1024
+            del kept
+    finally:
+        tracemalloc.stop()
+    lines = [f"  {'KB':>7}  per webhook with {HISTORY} deliveries of history"]
+    lines += [f"  {kb:7.1f}  {name}" for name, kb in sizes.items()]
+    lines.append(f"  {len(text) / 1024:7.1f}  the same status as JSON, on the status subresource")
+    return "\n".join(lines)
 
 
 async def startup_profile(
