@@ -75,7 +75,6 @@ class Runtime:
     ledgers: collections.OrderedDict[str, NotifiedLedger] = dataclasses.field(
         default_factory=collections.OrderedDict
     )
-
     ledger_writer: LedgerWriter | None = None
 
     async def write_ledger(self, namespace: str, name: str, uid: str, persisted: Awaitable[None]) -> None:
