@@ -5,8 +5,9 @@ that is most of the heap: 0.4-0.7 s per collection with 5,000 Webhooks and 5,000
 a stall that every deployment event behind it waits out (bench/RESULTS.md, scale). What survives
 a full collection is long-lived (webhooks, their workers, kopf's state), so it is frozen: later
 full collections walk only what is newer. Frozen objects are still freed by reference counting;
-only garbage in reference cycles among them would linger, so once an hour everything is thawed,
-collected once and frozen again.
+only garbage in reference cycles among them would linger, so everything is thawed, collected
+once and frozen again: a minute after the start, whose transients (the startup listings, their
+HTTP responses) are the most of that garbage, then once an hour.
 """
 
 from __future__ import annotations
@@ -27,15 +28,17 @@ class HeapKeeper:
     def __init__(
         self,
         *,
+        first_thaw: float = 60.0,
         rethaw_every: float = 3600.0,
         check_every: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._first_thaw = first_thaw
         self._rethaw_every = rethaw_every
         self._check_every = check_every
         self._clock = clock
         self._survivors = False  # a full collection ran since the last freeze
-        self._thawed_at: float | None = None
+        self._thaw_at: float | None = None
 
     def _observe(self, phase: str, info: dict[str, Any]) -> None:
         # Runs inside the collector: only note it; the freeze happens in the event loop.
@@ -53,13 +56,13 @@ class HeapKeeper:
 
     def tick(self) -> None:
         now = self._clock()
-        if self._thawed_at is None:
-            self._thawed_at = now
-        elif now - self._thawed_at >= self._rethaw_every:
+        if self._thaw_at is None:
+            self._thaw_at = now + self._first_thaw
+        elif now >= self._thaw_at:
             gc.unfreeze()
             collected = gc.collect()
-            logger.debug("hourly full collection: %d objects in %.3f s", collected, self._clock() - now)
-            self._thawed_at = self._clock()
+            logger.debug("thawed full collection: %d objects in %.3f s", collected, self._clock() - now)
+            self._thaw_at = self._clock() + self._rethaw_every
             self._survivors = True
         if self._survivors:
             self._survivors = False

@@ -41,27 +41,31 @@ async def test_a_full_collection_freezes_its_survivors_and_nothing_else_does() -
     assert keeper._observe not in gc.callbacks
 
 
-async def test_the_periodic_thaw_collects_cycles_that_died_frozen() -> None:
-    now = [0.0]
-    keeper = HeapKeeper(check_every=0.01, rethaw_every=60, clock=lambda: now[0])
+class Node:
+    other: object = None
 
-    class Node:
-        other: object = None
 
+def _cycle() -> Node:
+    """Two objects in a reference cycle: once dropped, only the collector can free them."""
     a, b = Node(), Node()
-    a.other, b.other = b, a  # a cycle: only the collector frees it
-    alive = weakref.ref(a)
-    task = asyncio.create_task(keeper.run())
-    try:
-        await wait_for(lambda: keeper._observe in gc.callbacks, timeout=5, what="the keeper running")
+    a.other, b.other = b, a
+    return a
+
+
+def test_thaws_collect_cycles_that_died_frozen_a_minute_after_start_then_hourly() -> None:
+    now = [0.0]
+    keeper = HeapKeeper(first_thaw=60, rethaw_every=3600, clock=lambda: now[0])
+    keeper.tick()  # the start
+    for thaw_at in (60.0, 60.0 + 3600.0):
+        held = _cycle()
+        alive = weakref.ref(held)
         gc.collect()
-        await wait_for(lambda: gc.get_freeze_count() > 0, timeout=5, what="the cycle frozen")
-        del a, b
-        gc.collect()
-        assert alive() is not None  # frozen: not collected
-        now[0] = 61.0  # an hour later, in this test's clock
-        await wait_for(lambda: alive() is None, timeout=5, what="the cycle collected")
-    finally:
-        task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+        gc.freeze()  # as after a full collection, while the cycle was still in use
+        del held  # now it is garbage, but frozen
+        now[0] = thaw_at - 1
+        keeper.tick()
+        assert alive() is not None  # not yet: frozen garbage lingers until the thaw
+        now[0] = thaw_at
+        keeper.tick()
+        assert alive() is None
+        assert gc.get_freeze_count() > 0  # and what lives is frozen again
