@@ -25,7 +25,7 @@ from bench.e2e import StormRun, status_patch_load, storm
 from bench.harness import BENCH_SETTINGS, percentile
 from bench.latency import back_to_back, baseline_latency, herald_latency
 from bench.profiling import summarise
-from bench.report import Report, at_least, at_most
+from bench.report import Judge, Report, at_least, at_most
 from bench.scale import ProcessRun, process_isolation, process_latency, startup_profile, status_memory
 from bench.throughput import ThroughputRun, Workload, herald_throughput, httpx_throughput
 
@@ -98,6 +98,22 @@ def _ms(values: Sequence[float], q: float) -> float:
     return percentile(values, q) * 1000
 
 
+def _percentiles(
+    report: Report,
+    section: str,
+    samples: Sequence[float],
+    baseline: Sequence[float],
+    *,
+    name: str = "p{q}",
+    target: tuple[str, Judge] | None = None,
+) -> None:
+    """The p50 and p99 rows of latency samples (seconds), next to the baseline's."""
+    for q in (50, 99):
+        report.add(
+            section, name.format(q=q), _ms(samples, q), baseline=_ms(baseline, q), unit="ms", target=target
+        )
+
+
 def _stages(stages: dict[str, list[float]]) -> str:
     lines = [f"  {'p50 ms':>8}  {'p99 ms':>8}  stage"]
     for name, values in stages.items():
@@ -114,8 +130,7 @@ async def _latency(bench: Bench) -> None:
     # operator's background writes (ledger, status) queue behind the next event. The target rows
     # are the separate-process ones below, deployed as in production.
     section = "1 latency, in process"
-    report.add(section, "p50", _ms(herald.samples, 50), baseline=_ms(base.samples, 50), unit="ms")
-    report.add(section, "p99", _ms(herald.samples, 99), baseline=_ms(base.samples, 99), unit="ms")
+    _percentiles(report, section, herald.samples, base.samples)
     report.add(
         section, "CPU per event (whole process)", herald.cpu * 1000, baseline=base.cpu * 1000, unit="ms"
     )
@@ -133,12 +148,7 @@ async def _latency(bench: Bench) -> None:
     proc_base = await process_latency(sizes.processes, warmup=warmup, herald=False)
     proc = await process_latency(sizes.processes, warmup=warmup, herald=True, timeout=sizes.scale_timeout)
     section = "1 latency, herald run process"
-    report.add(
-        section, "p50", proc.p(50) * 1000, baseline=proc_base.p(50) * 1000, unit="ms", target=at_most(10)
-    )
-    report.add(
-        section, "p99", proc.p(99) * 1000, baseline=proc_base.p(99) * 1000, unit="ms", target=at_most(10)
-    )
+    _percentiles(report, section, proc.samples, proc_base.samples, target=at_most(10))
     for name, process in (("raw notifier process", proc_base), ("herald run", proc)):
         report.check(
             f"1 latency: {name} delivered each of {process.expected} transitions once",
@@ -149,8 +159,7 @@ async def _latency(bench: Bench) -> None:
     b2b_base = await back_to_back(sizes.back_to_back, settings=None)
     b2b = await back_to_back(sizes.back_to_back, settings=BENCH_SETTINGS)
     section = "1 one Environment, back to back"
-    report.add(section, "p50", _ms(b2b.samples, 50), baseline=_ms(b2b_base.samples, 50), unit="ms")
-    report.add(section, "p99", _ms(b2b.samples, 99), baseline=_ms(b2b_base.samples, 99), unit="ms")
+    _percentiles(report, section, b2b.samples, b2b_base.samples)
     report.check(
         f"1 back to back: herald delivered each of {b2b.expected} deployments once",
         b2b.received == b2b.expected,
@@ -224,8 +233,7 @@ async def _storm(bench: Bench) -> None:
     section = f"3 storm, {herald.events} events / {sizes.storm_envs} Environments"
     report.add(section, "events/s", herald.rate, baseline=base.rate, unit="/s")
     report.add(section, "wall time", herald.wall, baseline=base.wall, unit="s")
-    report.add(section, "latency p50", _ms(herald.latencies, 50), baseline=_ms(base.latencies, 50), unit="ms")
-    report.add(section, "latency p99", _ms(herald.latencies, 99), baseline=_ms(base.latencies, 99), unit="ms")
+    _percentiles(report, section, herald.latencies, base.latencies, name="latency p{q}")
     for name, run in (("raw notifier", base), ("herald", herald)):
         report.check(
             f"3 storm: {name} delivered each of {run.events} events once, STARTED first",
@@ -283,22 +291,7 @@ async def _scale(bench: Bench) -> None:
             target=at_most(300, of_ratio=False),
         )
         report.add(section, "startup until settled", run.settle, baseline=empty.settle, unit="s")
-        report.add(
-            section,
-            "latency p50",
-            run.p(50) * 1000,
-            baseline=empty.p(50) * 1000,
-            unit="ms",
-            target=at_most(1.5),
-        )
-        report.add(
-            section,
-            "latency p99",
-            run.p(99) * 1000,
-            baseline=empty.p(99) * 1000,
-            unit="ms",
-            target=at_most(1.5),
-        )
+        _percentiles(report, section, run.samples, empty.samples, name="latency p{q}", target=at_most(1.5))
         if math.isnan(run.settle):
             report.note(
                 f"4 scale: {webhooks} Webhooks{history} + {environments} Environments did not settle",
@@ -335,22 +328,7 @@ async def _isolation(bench: Bench) -> None:
         for hang in (False, True)
     ]
     section = f"6 isolation, 1 of {sizes.isolation_webhooks} receivers hangs"
-    report.add(
-        section,
-        "p50, others",
-        _ms(hung.samples, 50),
-        baseline=_ms(calm.samples, 50),
-        unit="ms",
-        target=at_most(1.5),
-    )
-    report.add(
-        section,
-        "p99, others",
-        _ms(hung.samples, 99),
-        baseline=_ms(calm.samples, 99),
-        unit="ms",
-        target=at_most(1.5),
-    )
+    _percentiles(report, section, hung.samples, calm.samples, name="p{q}, others", target=at_most(1.5))
     for name, run in (("without a hanging receiver", calm), ("with one hanging", hung)):
         report.check(
             f"6 isolation {name}: the healthy receivers got each of {run.expected} deliveries once",

@@ -31,7 +31,6 @@ from bench.harness import (
     environment,
     load_objects,
     max_in_window,
-    percentile,
     poll,
     raw_object,
     sinks,
@@ -62,9 +61,6 @@ class StormRun:
     @property
     def rate(self) -> float:
         return self.events / self.wall if self.wall > 0 else float("nan")
-
-    def p(self, q: float) -> float:
-        return percentile(self.latencies, q)
 
 
 def _layout(envs: int, namespaces: int) -> list[tuple[str, str]]:

@@ -21,6 +21,7 @@ import collections
 import contextlib
 import contextvars
 import dataclasses
+import datetime
 import gc
 import ipaddress
 import json
@@ -38,6 +39,8 @@ from kmock._internal import aiobus
 from tests.integration.conftest import environment as test_environment
 
 from herald.demo import Emulator, _Server, load_manifests, project_root
+from herald.events import build_event, parse_environment
+from herald.models import DeploymentEvent, EventType
 from herald.settings import Settings
 
 __all__ = [
@@ -54,6 +57,7 @@ __all__ = [
     "environment",
     "load_objects",
     "max_in_window",
+    "notification",
     "percentile",
     "poll",
     "raw_object",
@@ -290,6 +294,20 @@ async def stop_module(proc: asyncio.subprocess.Process | None) -> None:
     except TimeoutError:
         proc.kill()
         await proc.wait()
+
+
+def notification(
+    name: str, deployment: dict[str, Any], event_type: EventType, *, created_at: datetime.datetime
+) -> DeploymentEvent:
+    """The notification Herald builds for ``event_type`` of this Environment's ``status.deployment``."""
+    body = environment(name, status={"deployment": deployment})
+    body["metadata"]["uid"] = f"uid-{name}"
+    ref, spec, parsed = parse_environment(body)
+    if parsed is None:
+        raise RuntimeError(f"{name} has no deployment")
+    return build_event(
+        event_type=event_type, environment=ref, spec=spec, deployment=parsed, created_at=created_at
+    )
 
 
 async def deploy(emu: Emulator, env: str, deployment_id: str, state: str, *, namespace: str = NS) -> None:

@@ -26,7 +26,6 @@ from bench.harness import (
     deploy,
     environment,
     load_objects,
-    percentile,
     poll,
     sinks,
     steady_heap,
@@ -60,9 +59,6 @@ class LatencyRun:
     stages: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     cpu: float = float("nan")  # CPU seconds of this whole process per measured event
     profile: pstats.Stats | None = None
-
-    def p(self, q: float) -> float:
-        return percentile(self.samples, q)
 
 
 class Stages:

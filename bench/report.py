@@ -15,7 +15,7 @@ import os
 import platform
 from collections.abc import Callable
 
-__all__ = ["Check", "Report", "Row", "at_least", "at_most", "machine"]
+__all__ = ["Check", "Judge", "Report", "Row", "at_least", "at_most", "machine"]
 
 Judge = Callable[[float, float | None], bool]
 

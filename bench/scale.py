@@ -35,14 +35,13 @@ from bench.harness import (
     cluster,
     environment,
     load_objects,
-    percentile,
+    notification,
     poll,
     sinks,
     webhook,
 )
 from bench.latency import STARTED, sequence
 from herald.demo import Emulator, running_operator
-from herald.events import build_event, parse_environment
 from herald.metrics import Metrics
 from herald.models import DeliveryOutcome, EventType, PendingDelivery
 from herald.status import NOTIFICATION_LOG_CAP, WebhookStatus, finish, new_record, parse_status, to_patch
@@ -72,9 +71,6 @@ class ProcessRun:
     settle: float = float("nan")  # start -> every webhook's status written and quiet; NaN: not in time
     statuses_written: int = 0
     hot_path_requests: dict[str, int] = dataclasses.field(default_factory=dict)  # API calls during events
-
-    def p(self, q: float) -> float:
-        return percentile(self.samples, q)
 
 
 def _memory(pid: int) -> tuple[float, float]:
@@ -110,23 +106,8 @@ def _busy_status() -> dict[str, object]:
     now = datetime.datetime.now(datetime.UTC)
     status = WebhookStatus(observed_generation=1)
     for i in range(HISTORY):
-        body = environment(
-            f"app-{i}",
-            status={
-                "deployment": {"id": f"old-{i}", "currentStatus": "DEPLOYED", "logs": ["pulled", "started"]}
-            },
-        )
-        body["metadata"]["uid"] = f"uid-{i}"
-        ref, spec, deployment = parse_environment(body)
-        if deployment is None:
-            raise RuntimeError("the crowd's Environment has no deployment")
-        event = build_event(
-            event_type=EventType.DEPLOYMENT_SUCCESSFUL,
-            environment=ref,
-            spec=spec,
-            deployment=deployment,
-            created_at=now,
-        )
+        deployment = {"id": f"old-{i}", "currentStatus": "DEPLOYED", "logs": ["pulled", "started"]}
+        event = notification(f"app-{i}", deployment, EventType.DEPLOYMENT_SUCCESSFUL, created_at=now)
         done = new_record(event, now=now).model_copy(
             update={"outcome": DeliveryOutcome.SUCCEEDED, "attempts": 1, "http_status": 200, "duration_ms": 3}
         )

@@ -22,13 +22,12 @@ from typing import Any
 
 import httpx
 
-from bench.harness import Arrival, environment, webhook
+from bench.harness import Arrival, notification, webhook
 from bench.receivers import RemoteSinks, remote_sinks
 from herald import USER_AGENT
 from herald.delivery import MAX_KEEPALIVE_CONNECTIONS, DeliveryClient
 from herald.demo import wait_for
 from herald.dispatcher import Dispatcher
-from herald.events import build_event, parse_environment
 from herald.metrics import Metrics
 from herald.models import DeploymentEvent, EventType, WebhookKind
 from herald.payloads import format_for
@@ -78,28 +77,18 @@ class _NoSecrets:
 def _events(load: Workload) -> list[list[DeploymentEvent]]:
     """Per webhook, its deliveries in order; each a distinct deployment of a distinct Environment."""
     now = datetime.datetime.now(datetime.UTC)
-    per_hook: list[list[DeploymentEvent]] = []
-    for k in range(load.webhooks):
-        events = []
-        for j in range(load.per_webhook):
-            body = environment(
-                f"env-{k}-{j}", status={"deployment": {"id": f"t-{k}-{j}", "currentStatus": "DEPLOYING"}}
+    return [
+        [
+            notification(
+                f"env-{k}-{j}",
+                {"id": f"t-{k}-{j}", "currentStatus": "DEPLOYING"},
+                EventType.DEPLOYMENT_STARTED,
+                created_at=now,
             )
-            body["metadata"]["uid"] = f"uid-{k}-{j}"
-            ref, spec, deployment = parse_environment(body)
-            if deployment is None:
-                raise RuntimeError("the workload's Environment has no deployment")
-            events.append(
-                build_event(
-                    event_type=EventType.DEPLOYMENT_STARTED,
-                    environment=ref,
-                    spec=spec,
-                    deployment=deployment,
-                    created_at=now,
-                )
-            )
-        per_hook.append(events)
-    return per_hook
+            for j in range(load.per_webhook)
+        ]
+        for k in range(load.webhooks)
+    ]
 
 
 def _url(receivers: RemoteSinks, load: Workload, k: int) -> str:

@@ -589,8 +589,10 @@ class _Worker:
 
         def dump(pending: PendingDelivery, cap: int) -> dict[str, Any]:
             hit = previous.get(id(pending))
-            fresh = hit is not None and hit[0] is pending and hit[1] == cap
-            value = hit[2] if hit is not None and fresh else dump_pending(pending, cap)
+            if hit is not None and hit[0] is pending and hit[1] == cap:
+                value = hit[2]
+            else:
+                value = dump_pending(pending, cap)
             rendered[id(pending)] = (pending, cap, value)
             return value
 

@@ -68,20 +68,17 @@ class Runtime:
     kube: KubeClient
     dispatcher: Dispatcher
     namespace_labels: dict[str, tuple[float, dict[str, str] | None]]
-    index: WebhookIndex = dataclasses.field(default_factory=WebhookIndex)
-    learning: asyncio.Task[None] | None = None
     # What this process notified per Environment uid, newest last: a watch event may predate
     # the annotation write that recorded it (bounded; the annotation is the truth on restart).
-    ledgers: collections.OrderedDict[str, NotifiedLedger] = dataclasses.field(
-        default_factory=collections.OrderedDict
-    )
-    ledger_writer: LedgerWriter | None = None
+    ledgers: collections.OrderedDict[str, NotifiedLedger]
+    ledger_writer: LedgerWriter
+    index: WebhookIndex = dataclasses.field(default_factory=WebhookIndex)
+    learning: asyncio.Task[None] | None = None
 
     async def write_ledger(self, namespace: str, name: str, uid: str, persisted: Awaitable[None]) -> None:
         """Mark events notified on the Environment once their deliveries are persisted."""
         await persisted
-        if self.ledger_writer is not None:
-            self.ledger_writer.enqueue(uid, namespace, name)
+        self.ledger_writer.enqueue(uid, namespace, name)
 
     async def learn_webhooks(self) -> None:
         """Hold deployment events until every webhook that exists has come through the watch."""
@@ -210,10 +207,16 @@ def build_registry(
             clock=time.monotonic,
             wallclock=time.time,
         )
+        ledgers: collections.OrderedDict[str, NotifiedLedger] = collections.OrderedDict()
         runtime = Runtime(
-            settings=config, metrics=herald_metrics, kube=kube, dispatcher=dispatcher, namespace_labels={}
+            settings=config,
+            metrics=herald_metrics,
+            kube=kube,
+            dispatcher=dispatcher,
+            namespace_labels={},
+            ledgers=ledgers,
+            ledger_writer=LedgerWriter(kube, ledgers.get),
         )
-        runtime.ledger_writer = LedgerWriter(kube, runtime.ledgers.get)
         runtime.learning = asyncio.create_task(runtime.learn_webhooks(), name="herald-learn-webhooks")
         if runtimes is not None:
             runtimes.append(runtime)
@@ -224,8 +227,7 @@ def build_registry(
             if runtime.learning is not None:
                 runtime.learning.cancel()
             await runtime.dispatcher.close()
-            if runtime.ledger_writer is not None:
-                await runtime.ledger_writer.close(timeout=LEDGER_DRAIN_TIMEOUT)
+            await runtime.ledger_writer.close(timeout=LEDGER_DRAIN_TIMEOUT)
             await runtime.dispatcher.client.aclose()
             await runtime.kube.aclose()
 

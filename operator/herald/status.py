@@ -420,15 +420,12 @@ def to_patch(
     """The status subresource's merge patch: every top-level key present, so a cleared one is nulled.
 
     ``cap`` bounds each persisted notification's logs (``log_cap``). ``dump`` renders each pending
-    delivery under it: a caller flushing the same
-    long queue again and again passes one that remembers what it rendered (pending deliveries are
-    immutable values).
+    delivery under it: a caller flushing the same long queue again and again passes one that
+    remembers what it rendered (pending deliveries are immutable values).
     """
     dumped = status.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"pending", "sent"})
     dumped["pending"] = [dump(p, cap) for p in status.pending]
-    dumped["sent"] = [
-        persisted(n, cap).model_dump(mode="json", by_alias=True, exclude_none=True) for n in status.sent
-    ]
+    dumped["sent"] = [_json(persisted(n, cap)) for n in status.sent]
     return {
         (info.alias or name): dumped.get(info.alias or name)
         for name, info in WebhookStatus.model_fields.items()

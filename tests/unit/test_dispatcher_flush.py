@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -11,11 +10,12 @@ from typing import Any
 from herald.delivery import AttemptResult, OutgoingRequest, Verdict
 from herald.demo import wait_for
 from herald.dispatcher import Dispatcher
-from herald.events import build_event, parse_environment
 from herald.metrics import Metrics
-from herald.models import EventType
+from herald.models import DeploymentEvent
 from herald.settings import Settings
 from herald.status import WebhookView, log_cap, parse_status, parse_webhook, to_patch
+
+from .test_status import event
 
 
 class GatedClient:
@@ -69,33 +69,8 @@ def view() -> WebhookView:
     return parse_webhook(body, cluster=False)
 
 
-def events(n: int) -> list[Any]:
-    out = []
-    for i in range(n):
-        body = {
-            "apiVersion": "herald.dev/v1alpha1",
-            "kind": "Environment",
-            "metadata": {"name": f"env-{i}", "namespace": "ns", "uid": f"e{i}"},
-            "spec": {
-                "organization": {"id": "o", "name": "Acme"},
-                "project": {"id": "p", "name": "shop"},
-                "type": "PRODUCTION",
-                "clusterName": "c",
-            },
-            "status": {"deployment": {"id": f"d{i}", "currentStatus": "DEPLOYING"}},
-        }
-        ref, spec, deployment = parse_environment(body)
-        assert deployment is not None
-        out.append(
-            build_event(
-                event_type=EventType.DEPLOYMENT_STARTED,
-                environment=ref,
-                spec=spec,
-                deployment=deployment,
-                created_at=datetime.datetime.now(datetime.UTC),
-            )
-        )
-    return out
+def events(n: int) -> list[DeploymentEvent]:
+    return [event(i) for i in range(n)]
 
 
 SETTINGS = Settings(status_interval=0.05)
