@@ -1,4 +1,6 @@
 # Herald's image: docker build -t herald:0.1.0 .  (deploy/deployment.yaml runs herald:<pyproject version>)
+# PYTHON_IMAGE is any Debian-like image with python3 and venv (the tests build one with debootstrap:
+# tests/cluster/build-base-image.sh).
 # Two stages: the builder installs Herald and its pinned dependencies (constraints.txt, no dev
 # extras) into a virtualenv; the final stage carries that virtualenv only (pip and setuptools removed).
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -9,10 +11,13 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 WORKDIR /src
-COPY pyproject.toml constraints.txt README.md ./
+# Behind a TLS-inspecting proxy, put its CA bundle in the build context as pip-ca.pem (git ignores
+# it): this stage's pip trusts it; the final stage never sees it.
+COPY pyproject.toml constraints.txt README.md pip-ca.pe[m] ./
 COPY operator/ operator/
 # A regular (non-editable) install: the source tree stays behind in this stage.
-RUN /opt/venv/bin/pip install -c constraints.txt . \
+RUN if [ -f pip-ca.pem ]; then export PIP_CERT=/src/pip-ca.pem; fi \
+ && /opt/venv/bin/pip install -c constraints.txt . \
  && /opt/venv/bin/pip uninstall --yes pip setuptools wheel
 
 FROM ${PYTHON_IMAGE}

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from hypothesis import settings
 
 from herald.demo import Receiver
+from tests.cluster.controlplane import ControlPlane, running
 
 # `make test` draws the same examples on every run, so a red CI is a real regression that
 # reproduces, never a lucky draw; HYPOTHESIS_PROFILE=explore draws new ones (and more of them).
@@ -24,3 +25,13 @@ async def receiver() -> AsyncIterator[Receiver]:
     await r.start()
     yield r
     await r.stop()
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    """A real etcd + kube-apiserver + kube-controller-manager for the session (built or reused).
+
+    Never skipped: without one the suite fails saying what it needs (tests/cluster/controlplane.py).
+    """
+    with running() as plane:
+        yield plane

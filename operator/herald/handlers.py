@@ -189,7 +189,7 @@ def build_registry(
         settings.posting.reporting_component = "herald"
         # Re-list periodically so a silently dead watch connection heals on its own.
         settings.watching.server_timeout = config.watch_timeout
-        settings.watching.client_timeout = config.watch_timeout + min(30.0, config.watch_timeout)
+        settings.watching.client_timeout = config.watch_timeout + min(30, config.watch_timeout)
         settings.watching.connect_timeout = 10
 
         async def connect() -> ApiConnection:

@@ -51,7 +51,7 @@ class Settings:
     lease_duration: float = 15.0
 
     # A watch request ends after this many seconds and kopf re-lists, healing silent connections.
-    watch_timeout: float = 300.0
+    watch_timeout: int = 300  # whole seconds: the API server refuses a fractional timeoutSeconds
 
     # What to watch: None means all namespaces.
     namespaces: tuple[str, ...] | None = None

@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from herald.demo import Receiver, load_manifests, project_root
+from tests.cluster.controlplane import ControlPlane
 
 E2E_VARIABLE = "HERALD_E2E"
 EXAMPLES_NAMESPACE = "demo"  # the namespace deploy/examples live in; the suite uses its own
@@ -57,15 +58,23 @@ async def kubectl_async(*args: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def cluster() -> str:
-    """The current context of KUBECONFIG; the whole suite skips, saying why, without a cluster."""
+def cluster(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The current context of KUBECONFIG with ``HERALD_E2E=1``; otherwise the tests' own real
+    control plane (tests/cluster), so ``make test`` runs this suite too, never skipping it."""
     if os.environ.get(E2E_VARIABLE, "").lower() not in ("1", "true", "yes"):
-        pytest.skip(
-            f"real-cluster e2e is opt-in: set {E2E_VARIABLE}=1 (`make e2e`) with KUBECONFIG "
-            "pointing at a disposable cluster such as kind (see tests/e2e/test_cluster.py)"
-        )
+        plane: ControlPlane = request.getfixturevalue("control_plane")
+        before = os.environ.get("KUBECONFIG")
+        os.environ["KUBECONFIG"] = str(plane.kubeconfig)  # kubectl here and `herald run` below
+        try:
+            yield kubectl("config", "current-context").strip()
+        finally:
+            if before is None:
+                os.environ.pop("KUBECONFIG", None)
+            else:
+                os.environ["KUBECONFIG"] = before
+        return
     if shutil.which("kubectl") is None:
-        pytest.skip("real-cluster e2e needs kubectl on PATH")
+        raise AssertionError("HERALD_E2E=1 needs kubectl on PATH")
     where = os.environ.get("KUBECONFIG", "~/.kube/config")
     probe = subprocess.run(
         ["kubectl", "version", "--request-timeout=5s"],
@@ -75,8 +84,10 @@ def cluster() -> str:
         check=False,
     )
     if probe.returncode != 0:
-        pytest.skip(f"no cluster reachable through KUBECONFIG={where}: {probe.stderr.strip()[-300:]}")
-    return kubectl("config", "current-context").strip()
+        raise AssertionError(
+            f"HERALD_E2E=1 but no cluster reachable through KUBECONFIG={where}: {probe.stderr.strip()[-300:]}"
+        )
+    yield kubectl("config", "current-context").strip()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,165 @@
+"""``herald run`` against a real API server, with exactly the rights ``deploy/`` ships."""
+
+from __future__ import annotations
+
+import base64
+import json
+import pathlib
+from collections.abc import Awaitable, Callable
+
+import yaml
+
+from herald.demo import Receiver, wait_for
+from tests.cluster.controlplane import ControlPlane
+from tests.cluster.faultproxy import FaultProxy, Rule
+
+from .conftest import (
+    HERALD_NAMESPACE,
+    HeraldProcess,
+    apply,
+    environment,
+    eventually,
+    get_json,
+    kubectl,
+    move,
+    webhook,
+)
+
+Start = Callable[..., Awaitable[HeraldProcess]]
+
+
+def _secret(name: str, namespace: str, data: dict[str, str]) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"herald.dev/webhook-secret": "true"}},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+async def _events_of(plane: ControlPlane, namespace: str, kind: str, name: str) -> list[str]:
+    items = (await get_json(plane, "-n", namespace, "events"))["items"]
+    return [
+        e["reason"]
+        for e in items
+        if e["involvedObject"]["kind"] == kind and e["involvedObject"]["name"] == name
+    ]
+
+
+async def test_delivers_as_its_service_account(
+    installed: ControlPlane, namespace: str, receiver: Receiver, start_herald: Start
+) -> None:
+    """Token + CA file, RBAC from deploy/, leader election on: a Webhook and a ClusterWebhook
+    both get STARTED then SUCCESSFUL, statuses and Events are written, nothing is forbidden."""
+    audit = f"audit-{namespace}"
+    await apply(
+        installed,
+        _secret("hook-secret", namespace, {"secret": "s3cret"}),
+        webhook("shop-hook", namespace, f"{receiver.url}/shop", secretRef={"name": "hook-secret"}),
+        {
+            "apiVersion": "herald.dev/v1alpha1",
+            "kind": "ClusterWebhook",
+            "metadata": {"name": audit},
+            "spec": {
+                "kind": "STANDARD",
+                "events": ["DEPLOYMENT_STARTED", "DEPLOYMENT_SUCCESSFUL"],
+                "url": f"{receiver.url}/audit",
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            },
+        },
+        environment("shop", namespace),
+    )
+    herald = await start_herald(HERALD_LEADER_ELECTION="true", HERALD_LEASE_NAMESPACE=HERALD_NAMESPACE)
+    try:
+        for state in ("QUEUED", "DEPLOYING", "DEPLOYED"):
+            await move(installed, namespace, "shop", "d-1", state)
+        await wait_for(
+            lambda: len(receiver.on("/shop")) >= 2 and len(receiver.on("/audit")) >= 2,
+            timeout=60,
+            what="deliveries to the Webhook and the ClusterWebhook",
+        )
+        for path in ("/shop", "/audit"):
+            assert [r.json()["event_type"] for r in receiver.on(path)] == [
+                "DEPLOYMENT_STARTED",
+                "DEPLOYMENT_SUCCESSFUL",
+            ]
+        assert {r.headers["Qovery-Secret"] for r in receiver.on("/shop")} == {"s3cret"}
+
+        async def recorded() -> bool:
+            status = (await get_json(installed, "-n", namespace, "webhook", "shop-hook")).get("status") or {}
+            return bool((status.get("counters") or {}).get("delivered") == 2)
+
+        await eventually(recorded, timeout=30, what="the Webhook's status")
+        status = (await get_json(installed, "-n", namespace, "webhook", "shop-hook"))["status"]
+        assert next(c for c in status["conditions"] if c["type"] == "Ready")["status"] == "True"
+        lease = await get_json(installed, "-n", HERALD_NAMESPACE, "lease", "herald")
+        assert lease["spec"]["holderIdentity"]
+
+        async def described() -> bool:
+            return "DeploymentStarted" in await _events_of(installed, namespace, "Environment", "shop")
+
+        await eventually(described, timeout=30, what="a DeploymentStarted Event on the Environment")
+        log = herald.output()
+        assert "Forbidden" not in log, log[-3000:]
+        assert " 403" not in log, log[-3000:]
+    finally:
+        await apply_delete(installed, "clusterwebhook", audit)
+
+
+async def apply_delete(plane: ControlPlane, kind: str, name: str) -> None:
+    await kubectl(plane, "delete", kind, name, "--ignore-not-found", "--wait=false")
+
+
+async def test_watch_cut_with_410_and_throttled_status_writes_lose_nothing(
+    installed: ControlPlane,
+    namespace: str,
+    receiver: Receiver,
+    start_herald: Start,
+    service_account_kubeconfig: pathlib.Path,
+) -> None:
+    """Through a proxy: the Environment watch is cut with 410 Gone and the first status writes
+    are answered 429 with Retry-After; every event still arrives once and the status lands."""
+    token = next(u["user"]["token"] for u in yaml.safe_load(service_account_kubeconfig.read_text())["users"])
+    proxy = FaultProxy(installed.server, installed.ca_pem)
+    await proxy.start()
+    try:
+        proxied = installed.folder / f"proxied-{namespace}.kubeconfig"
+        proxied.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "p", "cluster": {"server": proxy.url}}],
+                    "users": [{"name": "p", "user": {"token": token}}],
+                    "contexts": [{"name": "p", "context": {"cluster": "p", "user": "p"}}],
+                    "current-context": "p",
+                }
+            )
+        )
+        await apply(
+            installed, webhook("hook", namespace, f"{receiver.url}/hook"), environment("env", namespace)
+        )
+        cut = proxy.add(Rule("GET", r"/environments$", watch_gone=True, times=2))
+        throttled = proxy.add(Rule("PATCH", r"/webhooks/hook/status$", status=429, retry_after="1", times=2))
+        await start_herald(proxied, HERALD_NAMESPACE=namespace)
+        for state in ("QUEUED", "DEPLOYED"):
+            await move(installed, namespace, "env", "d-1", state)
+        await move(installed, namespace, "env", "d-2", "BUILD_ERROR")
+        await wait_for(lambda: len(receiver.on("/hook")) >= 4, timeout=60, what="four deliveries")
+
+        async def recorded() -> bool:
+            status = (await get_json(installed, "-n", namespace, "webhook", "hook")).get("status") or {}
+            return bool((status.get("counters") or {}).get("delivered") == 4)
+
+        await eventually(recorded, timeout=30, what="the status despite 429s")
+        sent = [(r.json()["payload"]["id"], r.json()["event_type"]) for r in receiver.on("/hook")]
+        assert sent == [
+            ("d-1", "DEPLOYMENT_STARTED"),
+            ("d-1", "DEPLOYMENT_SUCCESSFUL"),
+            ("d-2", "DEPLOYMENT_STARTED"),
+            ("d-2", "DEPLOYMENT_FAILURE"),
+        ]
+        assert cut.fired == 2
+        assert throttled.fired == 2
+    finally:
+        await proxy.stop()
