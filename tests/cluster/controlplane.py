@@ -99,16 +99,13 @@ class ControlPlane:
         return path
 
     def token_kubeconfig(self, token: str, *, name: str, server: str | None = None) -> pathlib.Path:
-        """In-cluster style: a bearer token and a CA file on disk."""
+        """In-cluster style: a bearer token and a CA file on disk (no CA for a plain-HTTP server)."""
         path = self.folder / f"{name}.kubeconfig"
-        path.write_text(
-            yaml.safe_dump(
-                _config(
-                    {"server": server or self.server, "certificate-authority": str(self.ca_file())},
-                    {"token": token},
-                )
-            )
-        )
+        server = server or self.server
+        cluster = {"server": server}
+        if server.startswith("https://"):
+            cluster["certificate-authority"] = str(self.ca_file())
+        path.write_text(yaml.safe_dump(_config(cluster, {"token": token})))
         return path
 
     def service_account_token(self, namespace: str, name: str, *, seconds: int = 3600) -> str:

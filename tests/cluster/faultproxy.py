@@ -74,7 +74,8 @@ class FaultProxy:
         )
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        # Open watch streams must not hold a stop up for aiohttp's default minute.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -83,10 +84,10 @@ class FaultProxy:
         return self.url
 
     async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()  # ends the streams passed through first
         if self._runner is not None:
             await self._runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
 
     def _rule_for(self, request: web.Request) -> Rule | None:
         for rule in self.rules:

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import base64
-import json
-import pathlib
 from collections.abc import Awaitable, Callable
-
-import yaml
 
 from herald.demo import Receiver, wait_for
 from tests.cluster.controlplane import ControlPlane
-from tests.cluster.faultproxy import FaultProxy, Rule
+from tests.cluster.faultproxy import Rule
 
 from .conftest import (
     HERALD_NAMESPACE,
     HeraldProcess,
+    Proxied,
     apply,
     environment,
     eventually,
@@ -64,7 +61,7 @@ async def test_delivers_as_its_service_account(
                 "kind": "STANDARD",
                 "events": ["DEPLOYMENT_STARTED", "DEPLOYMENT_SUCCESSFUL"],
                 "url": f"{receiver.url}/audit",
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "namespaceSelector": {"matchLabels": {"herald.dev/test-namespace": namespace}},
             },
         },
         environment("shop", namespace),
@@ -111,55 +108,31 @@ async def apply_delete(plane: ControlPlane, kind: str, name: str) -> None:
 
 
 async def test_watch_cut_with_410_and_throttled_status_writes_lose_nothing(
-    installed: ControlPlane,
-    namespace: str,
-    receiver: Receiver,
-    start_herald: Start,
-    service_account_kubeconfig: pathlib.Path,
+    installed: ControlPlane, namespace: str, receiver: Receiver, fault_proxy: Proxied, start_herald: Start
 ) -> None:
     """Through a proxy: the Environment watch is cut with 410 Gone and the first status writes
     are answered 429 with Retry-After; every event still arrives once and the status lands."""
-    token = next(u["user"]["token"] for u in yaml.safe_load(service_account_kubeconfig.read_text())["users"])
-    proxy = FaultProxy(installed.server, installed.ca_pem)
-    await proxy.start()
-    try:
-        proxied = installed.folder / f"proxied-{namespace}.kubeconfig"
-        proxied.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "p", "cluster": {"server": proxy.url}}],
-                    "users": [{"name": "p", "user": {"token": token}}],
-                    "contexts": [{"name": "p", "context": {"cluster": "p", "user": "p"}}],
-                    "current-context": "p",
-                }
-            )
-        )
-        await apply(
-            installed, webhook("hook", namespace, f"{receiver.url}/hook"), environment("env", namespace)
-        )
-        cut = proxy.add(Rule("GET", r"/environments$", watch_gone=True, times=2))
-        throttled = proxy.add(Rule("PATCH", r"/webhooks/hook/status$", status=429, retry_after="1", times=2))
-        await start_herald(proxied, HERALD_NAMESPACE=namespace)
-        for state in ("QUEUED", "DEPLOYED"):
-            await move(installed, namespace, "env", "d-1", state)
-        await move(installed, namespace, "env", "d-2", "BUILD_ERROR")
-        await wait_for(lambda: len(receiver.on("/hook")) >= 4, timeout=60, what="four deliveries")
+    proxy = fault_proxy.proxy
+    await apply(installed, webhook("hook", namespace, f"{receiver.url}/hook"), environment("env", namespace))
+    cut = proxy.add(Rule("GET", r"/environments$", watch_gone=True, times=2))
+    throttled = proxy.add(Rule("PATCH", r"/webhooks/hook/status$", status=429, retry_after="1", times=2))
+    await start_herald(fault_proxy.kubeconfig, HERALD_NAMESPACE=namespace)
+    for state in ("QUEUED", "DEPLOYED"):
+        await move(installed, namespace, "env", "d-1", state)
+    await move(installed, namespace, "env", "d-2", "BUILD_ERROR")
+    await wait_for(lambda: len(receiver.on("/hook")) >= 4, timeout=60, what="four deliveries")
 
-        async def recorded() -> bool:
-            status = (await get_json(installed, "-n", namespace, "webhook", "hook")).get("status") or {}
-            return bool((status.get("counters") or {}).get("delivered") == 4)
+    async def recorded() -> bool:
+        status = (await get_json(installed, "-n", namespace, "webhook", "hook")).get("status") or {}
+        return bool((status.get("counters") or {}).get("delivered") == 4)
 
-        await eventually(recorded, timeout=30, what="the status despite 429s")
-        sent = [(r.json()["payload"]["id"], r.json()["event_type"]) for r in receiver.on("/hook")]
-        assert sent == [
-            ("d-1", "DEPLOYMENT_STARTED"),
-            ("d-1", "DEPLOYMENT_SUCCESSFUL"),
-            ("d-2", "DEPLOYMENT_STARTED"),
-            ("d-2", "DEPLOYMENT_FAILURE"),
-        ]
-        assert cut.fired == 2
-        assert throttled.fired == 2
-    finally:
-        await proxy.stop()
+    await eventually(recorded, timeout=30, what="the status despite 429s")
+    sent = [(r.json()["payload"]["id"], r.json()["event_type"]) for r in receiver.on("/hook")]
+    assert sent == [
+        ("d-1", "DEPLOYMENT_STARTED"),
+        ("d-1", "DEPLOYMENT_SUCCESSFUL"),
+        ("d-2", "DEPLOYMENT_STARTED"),
+        ("d-2", "DEPLOYMENT_FAILURE"),
+    ]
+    assert cut.fired == 2
+    assert throttled.fired == 2
