@@ -463,8 +463,14 @@ async def run_operator(settings: Settings) -> int:
         lost = asyncio.create_task(elector.lost.wait())
         await asyncio.wait({operator, lost}, return_when=asyncio.FIRST_COMPLETED)
         if lost.done():
-            stop.set()  # the renew deadline passed: stop delivering before the Lease can expire
-            await operator
+            # The renew deadline passed: stop delivering before the Lease can expire at a standby,
+            # gracefully if that fits in half the time left, else by cancelling the operator.
+            stop.set()
+            await asyncio.wait({operator}, timeout=(config.duration - config.renew_deadline) / 2)
+            if not operator.done():
+                logging.getLogger("herald").error("the operator did not stop in time; cancelling it")
+                operator.cancel()
+                await asyncio.gather(operator, return_exceptions=True)
             return 1
         lost.cancel()
         return 0

@@ -604,3 +604,30 @@ async def test_sigterm_of_the_leader_hands_over_within_seconds(emu: Emulator, re
     finally:
         for replica in replicas:
             replica.kill()
+
+
+async def test_a_leader_cut_off_from_the_lease_steps_down(emu: Emulator) -> None:
+    """Its Lease writes black-holed (they never answer), the leader stops at the renew deadline
+    (2 s of a 3 s lease), not at the HTTP client's 30 s timeout, and exits non-zero."""
+    black_hole = {"on": False, "held": 0}
+
+    def hang(_request: object) -> Any:
+        if not black_hole["on"]:
+            raise NotImplementedError  # kmock: not this reaction; the emulator answers
+        black_hole["held"] += 1
+        return asyncio.Event().wait()  # awaited by kmock: never answers
+
+    emu.kmock["patch", f"{LEASES}/herald"] << hang
+    proc = OperatorProcess(emu, REPLICA_ENV)
+    try:
+        await proc.start()
+        assert "acquired" in proc.output()
+        black_hole["on"] = True
+        await wait_for(
+            lambda: proc.proc is not None and proc.proc.poll() is not None, timeout=15, what="step-down"
+        )
+        assert black_hole["held"] >= 1
+        assert "not renewed within 2.0 s; stepping down" in proc.output()
+    finally:
+        code = await proc.stop()
+    assert code == 1
