@@ -339,25 +339,20 @@ def listen(port: int) -> socket.socket:
     host without IPv6, ``0.0.0.0``. The kubelet probes the pod's IP, IPv6 on an IPv6-only or
     IPv6-first cluster, and Prometheus scrapes it."""
     try:
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        return _bound(socket.AF_INET6, "::", port)
     except OSError as exc:
         if exc.errno not in _NO_IPV6:
-            raise
-    else:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            sock.bind(("::", port))
-        except OSError as exc:
-            sock.close()
-            if exc.errno not in _NO_IPV6:
-                raise
-        else:
-            return sock
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            raise  # a port in use is an error, not a reason to listen on one family only
+    return _bound(socket.AF_INET, "0.0.0.0", port)  # noqa: S104 - probes and scrapes come from outside
+
+
+def _bound(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("0.0.0.0", port))  # noqa: S104 - probes and scrapes come from outside the pod
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
     except OSError:
         sock.close()
         raise
