@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import dataclasses
 import datetime
+import errno
 import ipaddress
 import json
 import logging
@@ -19,12 +20,13 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import kopf
 from aiohttp import web
-from prometheus_client import start_http_server
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 from herald import __version__
 from herald.handlers import Runtime, api_login, build_registry
@@ -327,6 +329,54 @@ class Readiness:
             await asyncio.sleep(PROBE_EVERY)
 
 
+# The host has no IPv6 (the kernel was built or booted without it): serve IPv4 alone.
+_NO_IPV6 = {errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT, errno.EADDRNOTAVAIL}
+
+
+def listen(port: int) -> socket.socket:
+    """A TCP socket bound to ``port`` on every address of both families: ``::`` with IPV6_V6ONLY
+    off (IPv4 arrives as ``::ffff:a.b.c.d``), whatever the host's ``net.ipv6.bindv6only``; on a
+    host without IPv6, ``0.0.0.0``. The kubelet probes the pod's IP, IPv6 on an IPv6-only or
+    IPv6-first cluster, and Prometheus scrapes it."""
+    try:
+        return _bound(socket.AF_INET6, "::", port)
+    except OSError as exc:
+        if exc.errno not in _NO_IPV6:
+            raise  # a port in use is an error, not a reason to listen on one family only
+    return _bound(socket.AF_INET, "0.0.0.0", port)  # noqa: S104 - probes and scrapes come from outside
+
+
+def _bound(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def serve(port: int, routes: Mapping[str, Handler]) -> web.AppRunner:
+    """An HTTP server for ``routes`` (GET) on ``port``, dual-stack (see ``listen``)."""
+    app = web.Application()
+    for path, handler in routes.items():
+        app.router.add_get(path, handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.SockSite(runner, listen(port)).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
 async def serve_health(port: int, readiness: Readiness) -> web.AppRunner:
     """``/healthz`` answers from the event loop itself, so a blocked loop fails liveness."""
 
@@ -336,37 +386,48 @@ async def serve_health(port: int, readiness: Readiness) -> web.AppRunner:
     async def readyz(_: web.Request) -> web.Response:
         return web.Response(text="ready") if readiness.ready() else web.Response(status=503, text="not ready")
 
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 - probes come from the kubelet
-    return runner
+    return await serve(port, {"/healthz": healthz, "/readyz": readyz})
+
+
+async def serve_metrics(port: int, registry: CollectorRegistry) -> web.AppRunner:
+    """``/metrics`` in the format the scraper asks for (Prometheus text or OpenMetrics). Served here
+    rather than by prometheus_client's ``start_http_server``, which leaves IPV6_V6ONLY to the host's
+    default and fails on a host without IPv6."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encode(registry), headers={"Content-Type": content_type})
+
+    return await serve(port, {"/metrics": metrics})
+
+
+def _identity() -> str:
+    """Unique per process: a restarted pod is a new candidate, never mistaken for the old holder."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 async def run_operator(settings: Settings) -> int:
     metrics = Metrics()
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, registry=metrics.registry)
     ready, stop = asyncio.Event(), asyncio.Event()
     readiness = Readiness(kopf_ready=ready, standby=settings.leader_election)
     kube = KubeClient(api_login)
     prober = asyncio.create_task(readiness.probe(kube, settings))
     heap = asyncio.create_task(HeapKeeper().run(), name="herald-heap")
-    health = await serve_health(settings.health_port, readiness) if settings.health_port else None
+    servers: list[web.AppRunner] = []
     elector: LeaseElector | None = None
     campaign: asyncio.Task[None] | None = None
+    operator: asyncio.Task[None] | None = None
     try:
+        if settings.metrics_port:
+            servers.append(await serve_metrics(settings.metrics_port, metrics.registry))
+        if settings.health_port:
+            servers.append(await serve_health(settings.health_port, readiness))
         if settings.leader_election:
-            identity = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-            config = LeaseConfig(
+            config = LeaseConfig.scaled(
                 namespace=settings.lease_namespace,
                 name=settings.lease_name,
-                identity=identity,
+                identity=_identity(),
                 duration=settings.lease_duration,
-                renew_every=settings.lease_duration / 3,
-                retry_every=min(2.0, settings.lease_duration / 5),
             )
             elector = LeaseElector(kube, config)
             campaign = asyncio.create_task(elector.run())
@@ -397,8 +458,14 @@ async def run_operator(settings: Settings) -> int:
         lost = asyncio.create_task(elector.lost.wait())
         await asyncio.wait({operator, lost}, return_when=asyncio.FIRST_COMPLETED)
         if lost.done():
-            stop.set()  # stepping down: stop delivering before another replica takes over
-            await operator
+            # The renew deadline passed: stop delivering before the Lease can expire at a standby,
+            # gracefully if that fits in half the time left, else by cancelling the operator.
+            stop.set()
+            await asyncio.wait({operator}, timeout=(config.duration - config.renew_deadline) / 2)
+            if not operator.done():
+                logging.getLogger("herald").error("the operator did not stop in time; cancelling it")
+                operator.cancel()
+                await asyncio.gather(operator, return_exceptions=True)
             return 1
         lost.cancel()
         return 0
@@ -407,9 +474,12 @@ async def run_operator(settings: Settings) -> int:
         heap.cancel()
         if campaign is not None:
             campaign.cancel()
+            await asyncio.gather(campaign, return_exceptions=True)
+        if elector is not None and (operator is None or operator.done()):
+            await elector.release()  # delivery has stopped: the standby may take over now
         await kube.aclose()
-        if health is not None:
-            await health.cleanup()
+        for server in servers:
+            await server.cleanup()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import signal
 import socket
 import time
 from collections.abc import Mapping
@@ -49,10 +50,15 @@ BOUNDED_LABELS = {
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+    """A port free on IPv6 and IPv4 alike (held dual-stack for a moment)."""
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+LOOPBACKS = ("[::1]", "127.0.0.1")  # what the kubelet and Prometheus reach on a dual-stack pod
 
 
 def samples(text: str) -> Samples:
@@ -193,12 +199,13 @@ async def test_metrics_endpoint_of_herald_run(emu: Emulator, receiver: Receiver)
         await proc.start()  # inside: a failed start still stops the process
         await deploy(emu, "web", "d-1", "DEPLOYED")
         await wait_for(lambda: settled(emu, "std", finished=2), timeout=15, what="two deliveries done")
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False) as http:
-            response = await http.get("/metrics")
+        async with httpx.AsyncClient(trust_env=False) as http:
+            responses = [await http.get(f"http://{host}:{port}/metrics") for host in LOOPBACKS]
     finally:
         assert await proc.stop() == 0
-    assert response.status_code == 200
-    text = response.text
+    assert [r.status_code for r in responses] == [200, 200]
+    text = responses[0].text
+    assert samples(responses[1].text) == samples(text)
     values = samples(text)
     std = WebhookKind.STANDARD.value
     assert family(values, "herald_deliveries_total") == {
@@ -465,15 +472,15 @@ async def test_standby_is_live_and_ready_without_watching(emu: Emulator) -> None
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False) as http:
             await wait_for_status(http, "/healthz", expected=200, timeout=30)
             await wait_for(lambda: "waiting to lead" in proc.output(), timeout=10, what="the standby's log")
-            standby_ready = await status_code(http, "/readyz")
+            await wait_for_status(http, "/readyz", expected=200, timeout=10)  # once the API answered
             assert emu.watches() == 0
+            assert "acquired" not in proc.output()
             await emu.kmock.delete(f"{LEASES}/herald")  # the other replica is gone
             await wait_for(lambda: emu.watches() >= 3, timeout=30, what="the watch streams once leading")
             await wait_for_status(http, "/readyz", expected=200, timeout=30)
             assert await status_code(http, "/healthz") == 200
     finally:
         assert await proc.stop() == 0
-    assert standby_ready == 200
 
 
 async def test_readiness_follows_the_watch_streams(emu: Emulator) -> None:
@@ -498,6 +505,10 @@ async def test_readiness_follows_the_watch_streams(emu: Emulator) -> None:
             outage["on"] = False
             await wait_for_status(http, "/readyz", expected=200, timeout=30)
             assert emu.watches() >= 3
+        async with httpx.AsyncClient(trust_env=False) as http:
+            for host in LOOPBACKS:  # the kubelet probes the pod's IP, IPv6 on an IPv6 cluster
+                assert await status_code(http, f"http://{host}:{port}/healthz") == 200
+                assert await status_code(http, f"http://{host}:{port}/readyz") == 200
     finally:
         assert await proc.stop() == 0
 
@@ -560,3 +571,63 @@ async def test_two_replicas_deliver_once_and_hand_over(emu: Emulator, receiver: 
     assert len(accepted) == 7
     assert set(accepted.values()) == {1}
     assert status_of(emu, "Webhook", NS, "std")["counters"]["delivered"] == 7
+
+
+async def test_sigterm_of_the_leader_hands_over_within_seconds(emu: Emulator, receiver: Receiver) -> None:
+    """A rollout: the leader stops gracefully and releases the Lease, so the standby takes over at
+    its next poll (2 s) instead of after the 30 s lease, and delivers."""
+    await emu.create(webhook("std", f"{receiver.url}/std"))
+    await emu.create(environment("web"))
+    env = {**REPLICA_ENV, "HERALD_LEASE_DURATION": "30"}
+    replicas = [OperatorProcess(emu, env), OperatorProcess(emu, env)]
+    try:
+        for replica in replicas:
+            await replica.start(wait=False)
+        await wait_for(
+            lambda: emu.watches() >= 3 and any(holds_lease(emu, r) for r in replicas),
+            timeout=30,
+            what="one replica leading and watching",
+        )
+        leader, standby = replicas if holds_lease(emu, replicas[0]) else replicas[::-1]
+        await wait_for(lambda: "waiting to lead" in standby.output(), timeout=30, what="the standby waiting")
+        assert leader.proc is not None
+        leader.proc.send_signal(signal.SIGTERM)  # as the kubelet does; the emulator keeps serving
+        await wait_for(
+            lambda: holds_lease(emu, standby) and emu.watches() >= 6,
+            timeout=10,  # a third of the lease: only a released Lease is taken this soon
+            what="the standby leading and watching",
+        )
+        assert await leader.stop() == 0
+        assert "released" in leader.output()
+        await deploy(emu, "web", "d-1", "QUEUED")
+        await wait_for(lambda: len(receiver.on("/std")) == 1, timeout=10, what="the standby's delivery")
+    finally:
+        for replica in replicas:
+            replica.kill()
+
+
+async def test_a_leader_cut_off_from_the_lease_steps_down(emu: Emulator) -> None:
+    """Its Lease writes black-holed (they never answer), the leader stops at the renew deadline
+    (2 s of a 3 s lease), not at the HTTP client's 30 s timeout, and exits non-zero."""
+    black_hole = {"on": False, "held": 0}
+
+    def hang(_request: object) -> Any:
+        if not black_hole["on"]:
+            raise NotImplementedError  # kmock: not this reaction; the emulator answers
+        black_hole["held"] += 1
+        return asyncio.Event().wait()  # awaited by kmock: never answers
+
+    emu.kmock["patch", f"{LEASES}/herald"] << hang
+    proc = OperatorProcess(emu, REPLICA_ENV)
+    try:
+        await proc.start()
+        assert "acquired" in proc.output()
+        black_hole["on"] = True
+        await wait_for(
+            lambda: proc.proc is not None and proc.proc.poll() is not None, timeout=15, what="step-down"
+        )
+        assert black_hole["held"] >= 1
+        assert "not renewed within 2.0 s; stepping down" in proc.output()
+    finally:
+        code = await proc.stop()
+    assert code == 1

@@ -257,6 +257,37 @@ def test_ports_and_resources(container: dict[str, Any]) -> None:
     assert "memory" in resources["limits"]
 
 
+def megabytes(quantity: str) -> float:
+    """A Kubernetes memory quantity (``512Mi``, ``2Gi``, ``1G``) in MB, as the bench reports."""
+    factors = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9}
+    for suffix, factor in factors.items():
+        if quantity.endswith(suffix):
+            return float(quantity.removesuffix(suffix)) * factor / 1e6
+    return float(quantity) / 1e6
+
+
+def bench_rss() -> dict[str, float]:
+    """``herald run``'s resident memory by scale scenario, in MB, from the last ``make bench``."""
+    rss: dict[str, float] = {}
+    for line in (ROOT / "bench" / "RESULTS.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) > 2 and cells[1] == "operator RSS":
+            rss[cells[0]] = float(cells[2].removesuffix(" MB").replace(",", ""))
+    return rss
+
+
+def test_memory_fits_what_the_bench_measured(container: dict[str, Any]) -> None:
+    rss = bench_rss()
+    assert any("full histories" in scenario for scenario in rss), rss
+    request = megabytes(container["resources"]["requests"]["memory"])
+    limit = megabytes(container["resources"]["limits"]["memory"])
+    # The largest crowd, with room for its startup peak (VmHWM ran 1.1-1.2x the settled RSS).
+    assert limit >= 1.25 * max(rss.values())
+    # Crowds of fresh webhooks (no delivery history yet) run within the request.
+    assert request >= max(v for scenario, v in rss.items() if "full histories" not in scenario)
+    assert request < limit
+
+
 EXPECTED_ENV = {
     "HERALD_ALL_NAMESPACES": "true",
     "HERALD_LOG_FORMAT": "json",
