@@ -115,7 +115,10 @@ SOURCE_NAMES: tuple[str, ...] = tuple(dict.fromkeys(s.flag for s in SOURCES.valu
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-    """What to write: a new status.deployment (None: leave it) and the SourceReady condition."""
+    """What to write: a new status.deployment (None: leave it) and the SourceReady condition.
+
+    ``deployment`` holds the fields as the object should have them; ``status_patch`` nulls the rest.
+    """
 
     deployment: dict[str, Any] | None
     condition: tuple[str, str, str]  # status, reason, message
@@ -145,13 +148,12 @@ def _settle(
     if same and state in TERMINAL_EVENTS:
         return None  # finished as it finished
     if current is not None and not same and state in _IN_FLIGHT:
-        closed = {
-            **{k: current.get(k) for k in FIELDS},
+        return {
+            **{k: current[k] for k in FIELDS if current.get(k) is not None},
             "currentStatus": DeploymentState.DEPLOYMENT_ERROR.value,
             "message": f"replaced by deployment {observed.id} before it finished",
             "finishedAt": now,
         }
-        return closed
     terminal = observed.state in TERMINAL_EVENTS
     started = (current or {}).get("startedAt") if same else None
     finished = observed.finished_at or ((current or {}).get("finishedAt") if same else None)
@@ -161,11 +163,11 @@ def _settle(
         "desiredStatus": DeploymentState.DEPLOYED.value,
         "message": observed.message,
         "startedAt": started or observed.started_at or now,
-        "finishedAt": (finished or now) if terminal else None,
         "triggeredBy": f"{MARKER}{field}",
         "applications": [dict(a) for a in observed.applications],
-        "logs": None,
     }
+    if terminal:
+        new["finishedAt"] = finished or now
     return new if _changed(current, new) else None
 
 
