@@ -21,13 +21,15 @@ from herald.sources import (
     MARKER,
     SOURCE_NAMES,
     SOURCES,
+    argocd,
     decide,
+    deployments,
     disabled,
+    flux,
     invalid,
     status_patch,
     without_condition,
 )
-from herald.sources import argocd, deployments, flux
 
 NOW = "2026-03-01T10:00:00Z"
 LATER = "2026-03-01T10:05:00Z"
@@ -176,7 +178,8 @@ def test_one_deployment(case: str, changes: dict[str, Any], state: DeploymentSta
 def test_finished_at_is_when_the_controller_last_reported_progress() -> None:
     done = deployments.observe([deployment()], None)
     going = deployments.observe([deployment(**ROLLING)], None)
-    assert done is not None and going is not None
+    assert done is not None
+    assert going is not None
     assert done.finished_at == "2026-03-01T09:59:30Z"
     assert going.finished_at is None
 
@@ -208,11 +211,15 @@ def test_id_changes_with_a_revision_and_only_with_one() -> None:
     )
     new_template = deployments.observe([deployment(revision="3", image="ghcr.io/acme/web:1.5.0")], None)
     recreated = deployments.observe([deployment(uid="uid-web-2")], None)
-    assert base is not None and scaled is not None and restarted_pods is not None
-    assert new_template is not None and recreated is not None
+    assert base is not None
+    assert scaled is not None
+    assert restarted_pods is not None
+    assert new_template is not None
+    assert recreated is not None
     assert base.id == scaled.id == restarted_pods.id
     assert len({base.id, new_template.id, recreated.id}) == 3
-    assert base.id.startswith("rollout-") and len(base.id) <= 253
+    assert base.id.startswith("rollout-")
+    assert len(base.id) <= 253
 
 
 def test_many_deployments_take_the_worst_state_and_name_every_image() -> None:
@@ -224,7 +231,8 @@ def test_many_deployments_take_the_worst_state_and_name_every_image() -> None:
     assert [a["name"] for a in observed.applications] == ["api", "web"]
     failing = deployment("api", **{**ROLLING, "progressing": ("False", "ProgressDeadlineExceeded")})
     failed = deployments.observe([web, failing], None)
-    assert failed is not None and failed.state is S.DEPLOYMENT_ERROR
+    assert failed is not None
+    assert failed.state is S.DEPLOYMENT_ERROR
     assert deployments.observe([api, web], None) == observed  # order of the watch does not matter
 
 
@@ -233,9 +241,11 @@ def test_a_deployment_leaving_the_selection_is_not_a_new_rollout() -> None:
     assert both is not None
     previous = {"id": both.id, "applications": list(both.applications)}
     one = deployments.observe([deployment()], previous)
-    assert one is not None and one.id == both.id
+    assert one is not None
+    assert one.id == both.id
     grown = deployments.observe([deployment(), deployment("api"), deployment("worker")], previous)
-    assert grown is not None and grown.id != both.id
+    assert grown is not None
+    assert grown.id != both.id
 
 
 def test_compact_keeps_what_the_mapping_reads_and_drops_the_rest() -> None:
@@ -330,7 +340,10 @@ def test_argocd_id_is_the_operation() -> None:
     done = argocd.observe([application()], None)
     resync = argocd.observe([application(started="2026-03-01T11:00:00Z")], None)
     other = argocd.observe([application(revision="0" * 40)], None)
-    assert first is not None and done is not None and resync is not None and other is not None
+    assert first is not None
+    assert done is not None
+    assert resync is not None
+    assert other is not None
     assert first.id == done.id
     assert len({done.id, resync.id, other.id}) == 3
 
@@ -339,7 +352,8 @@ def test_argocd_compact_drops_resources_and_history() -> None:
     full = application()
     small = argocd.compact(full)
     assert argocd.observe([small], None) == argocd.observe([full], None)
-    assert "resources" not in str(small) and "history" not in str(small)
+    assert "resources" not in str(small)
+    assert "history" not in str(small)
 
 
 # ---------------------------------------------------------------- Flux
@@ -449,7 +463,11 @@ def test_flux_id_is_the_attempted_revision_and_values() -> None:
     c = flux.observe([kustomization("True", "ReconciliationSucceeded", revision="main@sha1:9d9d9d9")], None)
     h1 = flux.observe([helmrelease("True", "UpgradeSucceeded")], None)
     h2 = flux.observe([helmrelease("True", "UpgradeSucceeded", digest="sha256:bb22")], None)
-    assert a is not None and b is not None and c is not None and h1 is not None and h2 is not None
+    assert a is not None
+    assert b is not None
+    assert c is not None
+    assert h1 is not None
+    assert h2 is not None
     assert a.id == b.id != c.id
     assert h1.id != h2.id
 
@@ -488,7 +506,8 @@ def test_a_new_rollout_is_written_with_herald_mark_and_times() -> None:
     assert written["currentStatus"] == "DEPLOYING"
     assert written["desiredStatus"] == "DEPLOYED"
     assert written["triggeredBy"] == "herald/deployments"
-    assert written["startedAt"] == NOW and "finishedAt" not in written
+    assert written["startedAt"] == NOW
+    assert "finishedAt" not in written
     assert set(written) < set(FIELDS)
     DeploymentStatus.model_validate(written)  # what the notifier reads back
 
@@ -536,7 +555,8 @@ def test_a_status_someone_else_wrote_is_a_conflict_not_a_race() -> None:
     assert result.deployment is None
     status, reason, message = result.condition
     assert (status, reason) == ("False", "SourceConflict")
-    assert "github-actions" in message and "clear status.deployment" in message
+    assert "github-actions" in message
+    assert "clear status.deployment" in message
     unmarked = verdict([deployment()], {"id": "x", "currentStatus": "DEPLOYED"})
     assert unmarked.condition[1] == "SourceConflict"
 
@@ -550,7 +570,8 @@ def test_no_objects_is_reported() -> None:
 
 def test_waiting_for_the_controller_writes_nothing() -> None:
     result = verdict([deployment(generation=4)], None)
-    assert result.deployment is None and result.condition[0] == "True"
+    assert result.deployment is None
+    assert result.condition[0] == "True"
 
 
 # ---------------------------------------------------------------- the status patch
@@ -560,7 +581,8 @@ def test_status_patch_sets_the_condition_once_and_nulls_absent_fields() -> None:
     result = verdict([deployment(**ROLLING)], None, now=NOW)
     patch = status_patch(result, {}, NOW, generation=7)
     assert patch is not None
-    assert patch["deployment"]["logs"] is None and patch["deployment"]["finishedAt"] is None
+    assert patch["deployment"]["logs"] is None
+    assert patch["deployment"]["finishedAt"] is None
     [cond] = patch["conditions"]
     assert cond == {
         "type": CONDITION,
