@@ -448,6 +448,7 @@ DEMO_SETTINGS = Settings(
     health_port=0,
     metrics_port=0,
     scanning=False,
+    sources=("deployments",),
 )
 
 
@@ -584,6 +585,11 @@ async def _drive(emu: Emulator, receiver: Receiver, docs: list[dict[str, Any]]) 
             _print(f"  status.deployment.currentStatus = {state}")
             await emu.deploy(namespace, name, deployment_id, state)
             await asyncio.sleep(0.3)
+    try:
+        await _rollouts(emu, env)
+    except TimeoutError as exc:
+        _print(f"\nDEMO FAILED: {exc}")
+        return 1
 
     def settled() -> bool:
         finished = 0
@@ -604,6 +610,59 @@ async def _drive(emu: Emulator, receiver: Receiver, docs: list[dict[str, Any]]) 
     _print(f"\n{len(receiver.received)} deliveries received.\n\n$ kubectl get webhooks,clusterwebhooks -A")
     _print(_status_table(emu, webhooks))
     return 0
+
+
+async def _rollouts(emu: Emulator, env: Mapping[str, Any]) -> None:
+    """The Deployment source: a plain apps/v1 Deployment rolled out, then a rollout that times out."""
+    namespace = env["metadata"]["namespace"]
+    labels = {"app.kubernetes.io/part-of": "shop-frontend"}
+    sourced = copy.deepcopy(dict(env))
+    sourced["metadata"] = {"name": "shop-frontend-rollouts", "namespace": namespace}
+    sourced["spec"]["source"] = {"deployments": {"selector": {"matchLabels": labels}}}
+    sourced.pop("status", None)
+    await emu.create(sourced)
+    name = sourced["metadata"]["name"]
+    intro = (
+        f"\nEnvironment {namespace}/{name}: spec.source.deployments selects",
+        "app.kubernetes.io/part-of=shop-frontend;\n  Herald writes its status.deployment.",
+        "The emulator runs no Deployment controller, so the demo\n  writes the controller's",
+        "status updates itself (marked 'controller:').",
+    )
+    _print(" ".join(intro))
+    storefront = SimulatedDeployment(
+        emu, namespace, "storefront", labels=labels, image="ghcr.io/acme/storefront:1.0"
+    )
+
+    async def shown(state: str) -> None:
+        def reached() -> bool:
+            deployment = ((emu.get("Environment", namespace, name) or {}).get("status") or {}).get(
+                "deployment"
+            )
+            return bool(deployment) and deployment.get("currentStatus") == state
+
+        await wait_for(reached, timeout=10, what=f"Herald to write {state}")
+        deployment = (emu.get("Environment", namespace, name) or {})["status"]["deployment"]
+        _print(f"  Herald: status.deployment = {deployment['id']} {state}")
+        await asyncio.sleep(0.3)  # let the deliveries print under the step that caused them
+
+    _print("  kubectl apply: Deployment storefront, image ghcr.io/acme/storefront:1.0, 2 replicas")
+    await storefront.create()
+    _print("  controller: new ReplicaSet, 1 of 2 replicas updated")
+    await storefront.progress()
+    await shown("DEPLOYING")
+    _print("  controller: 2 of 2 replicas updated and available")
+    await storefront.complete()
+    await shown("DEPLOYED")
+    _print("  kubectl set image deployment/storefront storefront=ghcr.io/acme/storefront:1.1")
+    await storefront.set_image("ghcr.io/acme/storefront:1.1")
+    _print("  controller: new ReplicaSet, 1 of 2 replicas updated")
+    await storefront.progress()
+    await shown("DEPLOYING")
+    _print(
+        "  controller: Progressing=False, reason ProgressDeadlineExceeded (the new pods never became ready)"
+    )
+    await storefront.time_out()
+    await shown("DEPLOYMENT_ERROR")
 
 
 if __name__ == "__main__":  # pragma: no cover
