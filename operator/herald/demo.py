@@ -635,10 +635,8 @@ async def _rollouts(emu: Emulator, env: Mapping[str, Any]) -> None:
 
     async def shown(state: str) -> None:
         def reached() -> bool:
-            deployment = ((emu.get("Environment", namespace, name) or {}).get("status") or {}).get(
-                "deployment"
-            )
-            return bool(deployment) and deployment.get("currentStatus") == state
+            status = (emu.get("Environment", namespace, name) or {}).get("status") or {}
+            return bool((status.get("deployment") or {}).get("currentStatus") == state)
 
         await wait_for(reached, timeout=10, what=f"Herald to write {state}")
         deployment = (emu.get("Environment", namespace, name) or {})["status"]["deployment"]
