@@ -33,7 +33,7 @@ from herald.kube import API_GROUP, API_VERSION, KubeClient
 from herald.leader import LeaseConfig, LeaseElector
 from herald.metrics import Metrics
 from herald.settings import DEFAULT_RETRY_SCHEDULE, Network, Settings
-from herald.source_handlers import served_sources
+from herald.source_handlers import usable_sources
 from herald.sources import SOURCE_NAMES
 
 __all__ = ["main", "parse_settings"]
@@ -394,8 +394,9 @@ async def run_operator(settings: Settings) -> int:
             logging.getLogger("herald").info("waiting to lead (Lease %s/%s)", config.namespace, config.name)
             await elector.leading.wait()
             readiness.standby = False
-        if settings.sources is None:
-            settings = dataclasses.replace(settings, sources=await served_sources(kube, settings.namespaces))
+        if settings.sources != ():
+            usable = await usable_sources(kube, settings.namespaces, settings.sources)
+            settings = dataclasses.replace(settings, sources=usable)
         runtimes: list[Runtime] = []
         registry = build_registry(settings, metrics=metrics, runtimes=runtimes)
         readiness.webhooks_known = lambda: bool(runtimes) and runtimes[-1].index.ready

@@ -36,7 +36,7 @@ from herald.sources import (
     without_condition,
 )
 
-__all__ = ["register_sources", "served_sources"]
+__all__ = ["register_sources", "usable_sources"]
 
 logger = logging.getLogger("herald.sources")
 
@@ -281,22 +281,37 @@ def _watch(
         await asyncio.gather(*(reconcile(view, kwargs) for view in list(views)))
 
 
-async def served_sources(kube: KubeClient, namespaces: tuple[str, ...] | None) -> tuple[str, ...]:
-    """The sources whose API the cluster serves and Herald may list (the default of --sources).
+async def usable_sources(
+    kube: KubeClient, namespaces: tuple[str, ...] | None, named: tuple[str, ...] | None
+) -> tuple[str, ...]:
+    """The sources to run: ``named`` ones (--sources) or, by default, each the cluster serves.
 
     One list request per source (Flux: its Kustomizations), in the first watched namespace or
-    cluster-wide; 404 means not installed, 403 means the RBAC component is not applied.
+    cluster-wide. 404: not installed; a named source runs anyway (kopf watches its kind once it is
+    served). 403: Herald may not read it (deploy/components/sources is not applied); it never
+    runs, named or not, because kopf holds every handler until each watched kind is listed.
     """
     scope = f"/namespaces/{namespaces[0]}" if namespaces else ""
     found: list[str] = []
-    for flag in SOURCE_NAMES:
+    for flag in SOURCE_NAMES if named is None else named:
         source = next(s for s in SOURCES.values() if s.flag == flag)
-        path = f"/apis/{source.group}/{source.version}{scope}/{source.plural}?limit=1"
+        what = f"{source.plural}.{source.group}"
         try:
-            await kube.probe(path)
+            await kube.probe(f"/apis/{source.group}/{source.version}{scope}/{source.plural}?limit=1")
         except ApiError as exc:
-            why = "not served" if exc.status == 404 else f"not readable ({exc.status} {exc.reason})"
-            logger.info("source %s off: %s %s.%s is %s", flag, source.kind, source.plural, source.group, why)
+            if exc.status == 404 and named is not None:
+                logger.warning("source %s on, though the cluster does not serve %s yet", flag, what)
+                found.append(flag)
+            elif exc.status == 404:
+                logger.info("source %s off: the cluster does not serve %s", flag, what)
+            else:
+                log = logger.error if named is not None else logger.info
+                log(
+                    "source %s off: Herald may not list %s (%s); apply deploy/components/sources",
+                    flag,
+                    what,
+                    exc,
+                )
             continue
         except httpx.HTTPError as exc:
             logger.warning("source %s off: cannot ask the API server (%s)", flag, exc)

@@ -17,7 +17,7 @@ from herald.demo import Emulator, Receiver, SimulatedDeployment, wait_for
 from herald.handlers import Runtime
 from herald.kube import ApiConnection, KubeClient
 from herald.settings import Settings
-from herald.source_handlers import served_sources
+from herald.source_handlers import usable_sources
 from herald.sources import SOURCE_NAMES
 
 from .conftest import FAST, NS, condition, environment, status_of, webhook
@@ -282,12 +282,15 @@ async def test_removing_the_source_removes_the_condition(
     await wait_for(lambda: not source_condition(emu, "web"), timeout=10, what="the condition removed")
 
 
-async def test_served_sources_are_found_by_asking_the_api_server(emu: Emulator) -> None:
+async def test_sources_are_chosen_by_asking_the_api_server(emu: Emulator) -> None:
     kube = KubeClient(lambda: _connection(emu))
     try:
-        assert await served_sources(kube, None) == SOURCE_NAMES
+        assert await usable_sources(kube, None, None) == SOURCE_NAMES
         del emu.kmock.resources["argoproj.io/v1alpha1/applications"]
-        assert await served_sources(kube, (NS,)) == ("deployments", "flux")
+        assert await usable_sources(kube, (NS,), None) == ("deployments", "flux")
+        assert await usable_sources(kube, (NS,), ("argocd",)) == ("argocd",)  # named: on once served
+        emu.kmock["get", "/apis/apps/v1/deployments"] << 403
+        assert await usable_sources(kube, None, ("deployments", "flux")) == ("flux",)  # never unreadable
     finally:
         await kube.aclose()
 
