@@ -36,12 +36,15 @@ from herald.sources import (
     without_condition,
 )
 
-__all__ = ["register_sources", "usable_sources"]
+__all__ = ["EnvironmentView", "SourceWriter", "read_source", "register_sources", "usable_sources"]
 
 logger = logging.getLogger("herald.sources")
 
 ENVIRONMENTS_INDEX = "herald_source_environments"
 _TIMES = ("startedAt", "finishedAt", "lastTransitionTime")
+# Seconds between attempts at a status write the API server failed (429, 5xx, no answer): a
+# deployment's last change may have no later event to retry it.
+WRITE_RETRIES = (1.0, 5.0, 30.0)
 
 Target = tuple[str, ...]
 
@@ -70,7 +73,7 @@ class EnvironmentView:
     status: Mapping[str, Any]
 
 
-def _read_source(body: Mapping[str, Any]) -> EnvironmentView | str | None:
+def read_source(body: Mapping[str, Any]) -> EnvironmentView | str | None:
     """The Environment's source; a message when it is invalid; None when it has none."""
     meta = body.get("metadata") or {}
     raw = (body.get("spec") or {}).get("source")
@@ -127,8 +130,9 @@ def _essence(patch: Mapping[str, Any]) -> Any:
 class SourceWriter:
     """Serialises the decisions of one Environment and writes only what changed."""
 
-    def __init__(self, kube: Callable[[], KubeClient]) -> None:
+    def __init__(self, kube: Callable[[], KubeClient], *, retries: tuple[float, ...] = WRITE_RETRIES) -> None:
         self._kube = kube
+        self._retries = retries
         self._locks: dict[str, asyncio.Lock] = {}
         self._written: dict[str, Any] = {}
 
@@ -151,19 +155,28 @@ class SourceWriter:
     async def _write(self, namespace: str, name: str, uid: str, patch: Mapping[str, Any] | None) -> None:
         if patch is None or self._written.get(uid) == _essence(patch):
             return
-        try:
-            await self._kube().patch_status(
-                plural="environments", namespace=namespace, name=name, status=patch
-            )
-        except ApiError as exc:
-            if exc.status != 404:  # a deleted Environment needs nothing; anything else is worth a line
-                logger.warning("cannot write the status of Environment %s/%s: %s", namespace, name, exc)
-            self._written.pop(uid, None)
-            return
-        except httpx.HTTPError as exc:
-            logger.warning("cannot write the status of Environment %s/%s: %s", namespace, name, exc)
-            self._written.pop(uid, None)
-            return
+        for delay in (*self._retries, None):
+            try:
+                await self._kube().patch_status(
+                    plural="environments", namespace=namespace, name=name, status=patch
+                )
+                break
+            except (ApiError, httpx.HTTPError) as exc:
+                self._written.pop(uid, None)
+                transient = not isinstance(exc, ApiError) or exc.status == 429 or exc.status >= 500
+                if isinstance(exc, ApiError) and exc.status == 404:
+                    return  # the Environment is gone: nothing to write
+                if not transient or delay is None:
+                    logger.warning("cannot write the status of Environment %s/%s: %s", namespace, name, exc)
+                    return
+                logger.warning(
+                    "cannot write the status of Environment %s/%s (%s); again in %.0fs",
+                    namespace,
+                    name,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
         self._written[uid] = _essence(patch)
         deployment = patch.get("deployment") or {}
         if deployment:
@@ -217,7 +230,7 @@ def register_sources(
 
     @kopf.index(API_GROUP, API_VERSION, "environments", id=ENVIRONMENTS_INDEX, registry=registry)
     def environments(body: kopf.Body, **_: Any) -> dict[Target, EnvironmentView] | None:
-        view = _read_source(body)
+        view = read_source(body)
         if not isinstance(view, EnvironmentView) or view.field not in fields:
             return None
         return {view.target: view}
@@ -229,7 +242,7 @@ def register_sources(
         if event.get("type") == "DELETED":
             writer.forget(uid)
             return
-        view = _read_source(body)
+        view = read_source(body)
         status = dict(body.get("status") or {})
         if view is None:
             await writer.clear(namespace, name, uid, status)
