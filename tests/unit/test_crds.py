@@ -536,6 +536,19 @@ LIMITS = (
     + [
         ("Environment", "status.deployment.id", "maxLength", MAX_NAME_LENGTH),
         ("Environment", "status.deployment.id", "minLength", 1),
+        ("Environment", "status.deployment.applications", "maxItems", 256),
+        ("Environment", "spec.source", "maxProperties", 1),  # at most one source, on every Kubernetes
+    ]
+    + [
+        ("Environment", f"spec.source.{field}.{path}", facet, expected)
+        for field in ("argoCDApplication", "fluxKustomization", "fluxHelmRelease")
+        for path, facet, expected in [
+            ("name", "pattern", DNS_SUBDOMAIN_PATTERN),
+            ("name", "maxLength", MAX_NAME_LENGTH),
+            ("name", "minLength", 1),
+            ("namespace", "maxLength", SourceRef.model_fields["namespace"].metadata[1].max_length),
+            ("namespace", "minLength", 1),
+        ]
     ]
 )
 
