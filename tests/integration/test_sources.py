@@ -21,6 +21,7 @@ from herald.source_handlers import usable_sources
 from herald.sources import SOURCE_NAMES
 
 from .conftest import FAST, NS, condition, environment, status_of, webhook
+from .operator_process import OperatorProcess
 
 LABELS = {"app.kubernetes.io/part-of": "shop"}
 
@@ -297,3 +298,28 @@ async def test_sources_are_chosen_by_asking_the_api_server(emu: Emulator) -> Non
 
 async def _connection(emu: Emulator) -> ApiConnection:
     return ApiConnection(server=emu.url)
+
+
+async def test_herald_run_turns_on_the_sources_the_cluster_serves(emu: Emulator, receiver: Receiver) -> None:
+    """The real CLI: no flag, so Herald asks the API server which sources to run."""
+    del emu.kmock.resources["argoproj.io/v1alpha1/applications"]  # a cluster without Argo CD
+    await emu.create(webhook("std", f"{receiver.url}/std"))
+    await emu.create(sourced("web", {"deployments": {"selector": {"matchLabels": LABELS}}}))
+    await emu.create(sourced("argo", {"argoCDApplication": {"name": "shop", "namespace": "argocd"}}))
+    web = SimulatedDeployment(emu, NS, "web", labels=LABELS, image="ghcr.io/acme/web:1.0")
+    await web.create()
+    herald = OperatorProcess(emu)
+    await herald.start()
+    try:
+        await web.progress()
+        await web.complete()
+        await arrived(receiver, 2)
+        assert events(receiver) == ["DEPLOYMENT_STARTED", "DEPLOYMENT_SUCCESSFUL"]
+        await wait_for(
+            lambda: source_condition(emu, "argo").get("reason") == "SourceDisabled",
+            timeout=10,
+            what="argo off",
+        )
+        assert "sources on: deployments, flux" in herald.output()
+    finally:
+        await herald.stop()
