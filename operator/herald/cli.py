@@ -35,6 +35,8 @@ from herald.kube import API_GROUP, API_VERSION, KubeClient
 from herald.leader import LeaseConfig, LeaseElector
 from herald.metrics import Metrics
 from herald.settings import DEFAULT_RETRY_SCHEDULE, Network, Settings
+from herald.source_handlers import usable_sources
+from herald.sources import SOURCE_NAMES
 
 __all__ = ["main", "parse_settings"]
 
@@ -100,6 +102,18 @@ _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _sources(text: str) -> tuple[str, ...]:
+    names = _names(text)
+    if names == ("none",):
+        return ()
+    unknown = [name for name in names if name not in SOURCE_NAMES]
+    if unknown or not names:
+        raise ValueError(
+            f"expected a comma-separated list of {', '.join(SOURCE_NAMES)} (or none), got {text!r}"
+        )
+    return tuple(dict.fromkeys(names))
 
 
 def _port(text: str) -> int:
@@ -206,6 +220,13 @@ OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
         _positive,
         "lease_duration",
         "seconds without renewal after which another replica takes over (15)",
+    ),
+    (
+        "--sources",
+        "HERALD_SOURCES",
+        _sources,
+        "sources",
+        f"deployment sources to run: {','.join(SOURCE_NAMES)} or none (default: each whose API is served)",
     ),
     (
         "--scanning",
@@ -434,6 +455,9 @@ async def run_operator(settings: Settings) -> int:
             logging.getLogger("herald").info("waiting to lead (Lease %s/%s)", config.namespace, config.name)
             await elector.leading.wait()
             readiness.standby = False
+        if settings.sources != ():
+            usable = await usable_sources(kube, settings.namespaces, settings.sources)
+            settings = dataclasses.replace(settings, sources=usable)
         runtimes: list[Runtime] = []
         registry = build_registry(settings, metrics=metrics, runtimes=runtimes)
         readiness.webhooks_known = lambda: bool(runtimes) and runtimes[-1].index.ready

@@ -13,6 +13,7 @@ import base64
 import contextlib
 import copy
 import dataclasses
+import datetime
 import ipaddress
 import itertools
 import json
@@ -33,10 +34,12 @@ from herald.handlers import Runtime, build_registry
 from herald.kube import API_GROUP, API_VERSION
 from herald.metrics import Metrics
 from herald.settings import Settings
+from herald.sources import SOURCES
 
 __all__ = [
     "Emulator",
     "Receiver",
+    "SimulatedDeployment",
     "load_manifests",
     "project_root",
     "run_demo",
@@ -95,6 +98,7 @@ class Emulator:
         self.kmock = server
         self._counter = itertools.count(1)
         self.plurals: dict[str, tuple[str, bool]] = {}  # kind -> (plural, namespaced)
+        self.groups: dict[str, tuple[str, str]] = {}  # kind -> (group, version) outside herald.dev
 
     @property
     def url(self) -> str:
@@ -119,13 +123,22 @@ class Emulator:
                 subresources={"status"},
                 verbs=VERBS,
             )
+        # The kinds deployment sources watch: kmock serves them as it serves any other.
+        for source in SOURCES.values():
+            self.kmock.resources[f"{source.group}/{source.version}/{source.plural}"] = kmock.ResourceInfo(
+                namespaced=True, kind=source.kind, subresources={"status"}, verbs=VERBS
+            )
+            self.plurals[source.kind] = (source.plural, True)
+            self.groups[source.kind] = (source.group, source.version)
         self.plurals.update({"Secret": ("secrets", True), "Namespace": ("namespaces", False)})
+        self.groups.update({"Secret": ("", "v1"), "Namespace": ("", "v1")})
 
     def path(
         self, kind: str, namespace: str | None, name: str | None = None, *, subresource: str = ""
     ) -> str:
         plural, namespaced = self.plurals[kind]
-        base = "/api/v1" if kind in ("Secret", "Namespace") else f"/apis/{API_GROUP}/{API_VERSION}"
+        group, version = self.groups.get(kind, (API_GROUP, API_VERSION))
+        base = f"/apis/{group}/{version}" if group else f"/api/{version}"
         scope = f"/namespaces/{namespace}" if namespaced else ""
         tail = f"/{name}" if name else ""
         return f"{base}{scope}/{plural}{tail}{'/' + subresource if subresource else ''}"
@@ -172,7 +185,7 @@ class Emulator:
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         plural, _ = self.plurals[kind]
-        group = "" if kind in ("Secret", "Namespace") else API_GROUP
+        group = self.groups.get(kind, (API_GROUP, API_VERSION))[0]
         for (resource, ns, obj_name), obj in self.kmock.objects.items():
             if (
                 resource.plural == plural
@@ -189,6 +202,126 @@ class Emulator:
             1
             for r in list(self.kmock._requests)
             if "watch=true" in str(r.url) and "/herald.dev/" in str(r.url)
+        )
+
+
+class SimulatedDeployment:
+    """An apps/v1 Deployment and the writes kube-controller-manager's Deployment controller makes to
+    it, step by step: the emulator runs no controllers, so tests and the demo play that part."""
+
+    def __init__(
+        self,
+        emu: Emulator,
+        namespace: str,
+        name: str,
+        *,
+        labels: Mapping[str, str],
+        image: str,
+        replicas: int = 2,
+    ) -> None:
+        self.emu, self.namespace, self.name = emu, namespace, name
+        self.labels, self.image, self.replicas = dict(labels), image, replicas
+        self.generation, self.revision, self.template_changed = 1, 0, True
+
+    def _spec(self) -> dict[str, Any]:
+        return {
+            "replicas": self.replicas,
+            "selector": {"matchLabels": {"app": self.name}},
+            "progressDeadlineSeconds": 600,
+            "template": {
+                "metadata": {"labels": {"app": self.name}},
+                "spec": {"containers": [{"name": self.name, "image": self.image}]},
+            },
+        }
+
+    async def create(self) -> None:
+        """``kubectl apply``: the object, before the controller has looked at it."""
+        await self.emu.create(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {
+                    "name": self.name,
+                    "namespace": self.namespace,
+                    "labels": self.labels,
+                    "generation": self.generation,
+                },
+                "spec": self._spec(),
+            }
+        )
+
+    async def _spec_write(self) -> None:
+        self.generation += 1  # the API server bumps it on every spec change
+        await self.emu.patch(
+            "Deployment",
+            self.namespace,
+            self.name,
+            {"metadata": {"generation": self.generation}, "spec": self._spec()},
+        )
+
+    async def set_image(self, image: str) -> None:
+        """``kubectl set image``: a new pod template, so a new rollout."""
+        self.image, self.template_changed = image, True
+        await self._spec_write()
+
+    async def scale(self, replicas: int) -> None:
+        """``kubectl scale`` and the controller's status after it: same template, same revision."""
+        self.replicas = replicas
+        await self._spec_write()
+        await self._status(
+            updated=replicas, total=replicas, available=replicas, reason="NewReplicaSetAvailable"
+        )
+
+    async def progress(self, updated: int = 1) -> None:
+        """The controller creates the new ReplicaSet (a new revision) and scales it up."""
+        if self.template_changed:
+            self.revision, self.template_changed = self.revision + 1, False
+            annotations = {"deployment.kubernetes.io/revision": str(self.revision)}
+            await self.emu.patch(
+                "Deployment", self.namespace, self.name, {"metadata": {"annotations": annotations}}
+            )
+        await self._status(
+            updated=updated, total=self.replicas + 1, available=self.replicas - 1, reason="ReplicaSetUpdated"
+        )
+
+    async def complete(self) -> None:
+        """Every replica updated and available, the old ReplicaSet scaled down."""
+        n = self.replicas
+        await self._status(updated=n, total=n, available=n, reason="NewReplicaSetAvailable")
+
+    async def time_out(self) -> None:
+        """No progress within progressDeadlineSeconds."""
+        await self._status(
+            updated=1, total=self.replicas + 1, available=self.replicas - 1, reason="ProgressDeadlineExceeded"
+        )
+
+    async def _status(self, *, updated: int, total: int, available: int, reason: str) -> None:
+        failed = reason == "ProgressDeadlineExceeded"
+        messages = {
+            "ReplicaSetUpdated": "is progressing.",
+            "NewReplicaSetAvailable": "has successfully progressed.",
+            "ProgressDeadlineExceeded": "has timed out progressing.",
+        }
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        status = {
+            "observedGeneration": self.generation,
+            "replicas": total,
+            "updatedReplicas": updated,
+            "readyReplicas": available,
+            "availableReplicas": available,
+            "conditions": [
+                {
+                    "type": "Progressing",
+                    "status": "False" if failed else "True",
+                    "reason": reason,
+                    "message": f'ReplicaSet "{self.name}-{self.revision}" {messages[reason]}',
+                    "lastUpdateTime": now,
+                    "lastTransitionTime": now,
+                }
+            ],
+        }
+        await self.emu.patch(
+            "Deployment", self.namespace, self.name, {"status": status}, subresource="status"
         )
 
 
@@ -315,6 +448,7 @@ DEMO_SETTINGS = Settings(
     health_port=0,
     metrics_port=0,
     scanning=False,
+    sources=("deployments",),
 )
 
 
@@ -451,6 +585,11 @@ async def _drive(emu: Emulator, receiver: Receiver, docs: list[dict[str, Any]]) 
             _print(f"  status.deployment.currentStatus = {state}")
             await emu.deploy(namespace, name, deployment_id, state)
             await asyncio.sleep(0.3)
+    try:
+        await _rollouts(emu, env)
+    except TimeoutError as exc:
+        _print(f"\nDEMO FAILED: {exc}")
+        return 1
 
     def settled() -> bool:
         finished = 0
@@ -471,6 +610,57 @@ async def _drive(emu: Emulator, receiver: Receiver, docs: list[dict[str, Any]]) 
     _print(f"\n{len(receiver.received)} deliveries received.\n\n$ kubectl get webhooks,clusterwebhooks -A")
     _print(_status_table(emu, webhooks))
     return 0
+
+
+async def _rollouts(emu: Emulator, env: Mapping[str, Any]) -> None:
+    """The Deployment source: a plain apps/v1 Deployment rolled out, then a rollout that times out."""
+    namespace = env["metadata"]["namespace"]
+    labels = {"app.kubernetes.io/part-of": "shop-frontend"}
+    sourced = copy.deepcopy(dict(env))
+    sourced["metadata"] = {"name": "shop-frontend-rollouts", "namespace": namespace}
+    sourced["spec"]["source"] = {"deployments": {"selector": {"matchLabels": labels}}}
+    sourced.pop("status", None)
+    await emu.create(sourced)
+    name = sourced["metadata"]["name"]
+    intro = (
+        f"\nEnvironment {namespace}/{name}: spec.source.deployments selects",
+        "app.kubernetes.io/part-of=shop-frontend;\n  Herald writes its status.deployment.",
+        "The emulator runs no Deployment controller, so the demo\n  writes the controller's",
+        "status updates itself (marked 'controller:').",
+    )
+    _print(" ".join(intro))
+    storefront = SimulatedDeployment(
+        emu, namespace, "storefront", labels=labels, image="ghcr.io/acme/storefront:1.0"
+    )
+
+    async def shown(state: str) -> None:
+        def reached() -> bool:
+            status = (emu.get("Environment", namespace, name) or {}).get("status") or {}
+            return bool((status.get("deployment") or {}).get("currentStatus") == state)
+
+        await wait_for(reached, timeout=10, what=f"Herald to write {state}")
+        deployment = (emu.get("Environment", namespace, name) or {})["status"]["deployment"]
+        _print(f"  Herald: status.deployment = {deployment['id']} {state}")
+        await asyncio.sleep(0.3)  # let the deliveries print under the step that caused them
+
+    _print("  kubectl apply: Deployment storefront, image ghcr.io/acme/storefront:1.0, 2 replicas")
+    await storefront.create()
+    _print("  controller: new ReplicaSet, 1 of 2 replicas updated")
+    await storefront.progress()
+    await shown("DEPLOYING")
+    _print("  controller: 2 of 2 replicas updated and available")
+    await storefront.complete()
+    await shown("DEPLOYED")
+    _print("  kubectl set image deployment/storefront storefront=ghcr.io/acme/storefront:1.1")
+    await storefront.set_image("ghcr.io/acme/storefront:1.1")
+    _print("  controller: new ReplicaSet, 1 of 2 replicas updated")
+    await storefront.progress()
+    await shown("DEPLOYING")
+    _print(
+        "  controller: Progressing=False, reason ProgressDeadlineExceeded (the new pods never became ready)"
+    )
+    await storefront.time_out()
+    await shown("DEPLOYMENT_ERROR")
 
 
 if __name__ == "__main__":  # pragma: no cover

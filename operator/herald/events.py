@@ -29,6 +29,7 @@ from herald.models import (
     Named,
     NotifiedLedger,
     ObjectRef,
+    Service,
 )
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "derive_events",
     "dump_ledger",
     "merge_ledgers",
+    "merge_services",
     "parse_environment",
     "parse_ledger",
     "payload_id",
@@ -225,6 +227,23 @@ def payload_id(env_uid: str, deployment_id: str, event: EventType) -> str:
     return str(uuid.uuid5(_PAYLOAD_NAMESPACE, f"{env_uid}/{deployment_id}/{event.value}"))
 
 
+def merge_services(declared: tuple[Service, ...], deployed: tuple[Service, ...]) -> tuple[Service, ...]:
+    """The spec's services, each completed by what the deployment says of the one of the same name
+    (the spec's fields win: a person wrote them), then the deployed ones the spec does not name."""
+    if not deployed:
+        return declared
+    by_name = {service.name: service for service in deployed}
+    merged = [
+        Service.model_validate({**_fields(by_name.pop(s.name)), **_fields(s)}) if s.name in by_name else s
+        for s in declared
+    ]
+    return (*merged, *by_name.values())
+
+
+def _fields(service: Service) -> dict[str, Any]:
+    return service.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
 def build_event(
     *,
     event_type: EventType,
@@ -240,8 +259,11 @@ def build_event(
         environment=environment,
         organization=spec.organization,
         project=spec.project,
-        deployment=deployment,
-        applications=spec.applications,
+        # The deployment's applications travel once, merged into the payload's applications.
+        deployment=deployment.model_copy(update={"applications": ()})
+        if deployment.applications
+        else deployment,
+        applications=merge_services(spec.applications, deployment.applications),
         databases=spec.databases,
         containers=spec.containers,
         jobs=spec.jobs,

@@ -42,6 +42,7 @@ from herald.matching import matches, selector_matches
 from herald.metrics import Metrics
 from herald.models import DeploymentEvent, NotifiedLedger, ObjectRef
 from herald.settings import Settings
+from herald.source_handlers import register_sources
 from herald.status import WebhookView, parse_webhook
 
 __all__ = ["Runtime", "api_login", "build_registry", "login_info"]
@@ -346,4 +347,5 @@ def build_registry(
             len(deliveries),
         )
 
+    register_sources(registry, flags=config.sources or (), kube=lambda: active().kube)
     return registry

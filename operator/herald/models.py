@@ -29,15 +29,19 @@ from pydantic.alias_generators import to_camel
 __all__ = [
     "MSG_EVENTS_EMPTY",
     "MSG_EVENTS_UNIQUE",
+    "MSG_ONE_SOURCE",
     "MSG_URL_OR_SECRET",
     "MSG_URL_SCHEME",
+    "ArgoCDRef",
     "Condition",
     "DeliveryOutcome",
     "DeliveryRecord",
     "DeploymentEvent",
     "DeploymentState",
     "DeploymentStatus",
+    "DeploymentsSource",
     "EnvironmentRef",
+    "EnvironmentSource",
     "EnvironmentSpec",
     "EnvironmentType",
     "EventType",
@@ -49,6 +53,7 @@ __all__ = [
     "PendingDelivery",
     "SecretRef",
     "Service",
+    "SourceRef",
     "SpecError",
     "WebhookKind",
     "WebhookSpec",
@@ -60,6 +65,9 @@ MSG_URL_OR_SECRET = "exactly one of url and urlSecretRef must be set"
 MSG_URL_SCHEME = "url must start with http:// or https://"
 MSG_EVENTS_EMPTY = "events must list at least one event"
 MSG_EVENTS_UNIQUE = "events must not repeat an event"
+MSG_ONE_SOURCE = (
+    "source must set at most one of deployments, argoCDApplication, fluxKustomization, fluxHelmRelease"
+)
 
 URL_PATTERN = r"^https?://[^\x00-\x20\x7f/?#]+([/?#][^\x00-\x20\x7f]*)?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
@@ -254,6 +262,52 @@ class Service(_Model):
     name: str
 
 
+class DeploymentsSource(_Model):
+    """apps/v1 Deployments of the Environment's own namespace, chosen by label."""
+
+    selector: LabelSelector
+
+
+class SourceRef(_Model):
+    """One Argo CD Application or Flux object; ``namespace`` defaults to the Environment's."""
+
+    name: Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=DNS_SUBDOMAIN_PATTERN)]
+    namespace: Annotated[str | None, Field(min_length=1, max_length=63)] = None
+
+
+class ArgoCDRef(SourceRef):
+    """An Argo CD Application: its namespace is Argo CD's, rarely the Environment's, so it is required."""
+
+    namespace: Annotated[str, Field(min_length=1, max_length=63)]
+
+
+class EnvironmentSource(_Model):
+    """Where the Environment's deployments come from: with one, Herald writes ``status.deployment``."""
+
+    deployments: DeploymentsSource | None = None
+    argo_cd_application: Annotated[ArgoCDRef | None, Field(alias="argoCDApplication")] = None
+    flux_kustomization: SourceRef | None = None
+    flux_helm_release: SourceRef | None = None
+
+    @model_validator(mode="after")
+    def _at_most_one(self) -> EnvironmentSource:
+        if sum(getattr(self, field) is not None for field in self.kinds()) > 1:
+            raise ValueError(MSG_ONE_SOURCE)
+        return self
+
+    @staticmethod
+    def kinds() -> tuple[str, ...]:
+        return ("deployments", "argo_cd_application", "flux_kustomization", "flux_helm_release")
+
+    def chosen(self) -> tuple[str, DeploymentsSource | SourceRef] | None:
+        """The one source set, by its field name in Kubernetes' spelling; None when none is."""
+        for field in self.kinds():
+            value = getattr(self, field)
+            if value is not None:
+                return str(type(self).model_fields[field].alias), value
+        return None
+
+
 class EnvironmentSpec(_Model):
     organization: Named
     project: Named
@@ -263,6 +317,7 @@ class EnvironmentSpec(_Model):
     databases: tuple[Service, ...] = ()
     containers: tuple[Service, ...] = ()
     jobs: tuple[Service, ...] = ()
+    source: EnvironmentSource | None = None
 
 
 class DeploymentStatus(_Model):
@@ -274,6 +329,9 @@ class DeploymentStatus(_Model):
     started_at: str | None = None
     finished_at: str | None = None
     triggered_by: str | None = None
+    # What this deployment rolled out (a source names its Deployments and their images); payloads
+    # list them among the environment's applications.
+    applications: tuple[Service, ...] = ()
 
 
 class EnvironmentRef(_Model):

@@ -56,3 +56,7 @@ class Settings:
     # What to watch: None means all namespaces.
     namespaces: tuple[str, ...] | None = None
     scanning: bool = True
+
+    # Deployment sources to run (deployments, argocd, flux); None: each whose API the cluster
+    # serves, resolved by ``herald run`` at startup (a registry built from None runs none).
+    sources: tuple[str, ...] | None = None

@@ -6,20 +6,26 @@ import re
 import subprocess
 import sys
 
+import pytest
 
-def test_demo_runs_the_whole_flow_and_exits_zero() -> None:
-    done = subprocess.run(
+
+@pytest.fixture(scope="module")
+def done() -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "herald.cli", "demo"], capture_output=True, text=True, timeout=120, check=False
     )
+
+
+def test_demo_runs_the_whole_flow_and_exits_zero(done: subprocess.CompletedProcess[str]) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     arrivals = [line for line in out.splitlines() if line.strip().startswith("->")]
-    assert len(arrivals) == 10
+    assert len(arrivals) == 20
     assert all("HTTP 200" in line for line in arrivals)
-    assert sum("DEPLOYMENT_STARTED" in line for line in arrivals) == 4
-    assert sum("signature verified" in line for line in arrivals) == 4  # the signed STANDARD webhook
+    assert sum("DEPLOYMENT_STARTED" in line for line in arrivals) == 8
+    assert sum("signature verified" in line for line in arrivals) == 8  # the signed STANDARD webhook
     assert "SIGNATURE INVALID" not in out
-    assert "10 deliveries received." in out
+    assert "20 deliveries received." in out
     table = out[out.index("$ kubectl get") :].splitlines()[1:]
     rows = {row.split()[2]: row.split() for row in table[1:] if row.strip()}
     assert set(rows) == {"shop-deployments", "slack-deployments", "deployment-audit"}
@@ -27,5 +33,24 @@ def test_demo_runs_the_whole_flow_and_exits_zero() -> None:
         assert row[5] == "True"  # READY
         assert row[6] == "Succeeded"
         assert row[-1] == "0"  # nothing pending
-    assert rows["slack-deployments"][7] == "2"  # SUCCESSFUL and FAILURE only
+    assert rows["slack-deployments"][7] == "4"  # SUCCESSFUL and FAILURE only
     assert not re.search(r"not-a-real-token", out + done.stderr)  # the Slack URL is a credential
+
+
+def test_demo_shows_a_deployment_source_rollout_succeed_then_fail(
+    done: subprocess.CompletedProcess[str],
+) -> None:
+    assert done.returncode == 0, done.stdout + done.stderr
+    section = done.stdout[
+        done.stdout.index("spec.source.deployments") : done.stdout.index("deliveries received")
+    ]
+    assert "the demo\n  writes the controller's status updates itself" in section  # it says what is simulated
+    heralds = [line.split()[-1] for line in section.splitlines() if line.strip().startswith("Herald:")]
+    assert heralds == ["DEPLOYING", "DEPLOYED", "DEPLOYING", "DEPLOYMENT_ERROR"]
+    standard = [line.split()[2] for line in section.splitlines() if "/webhook/shop-deployments" in line]
+    assert standard == [
+        "DEPLOYMENT_STARTED",
+        "DEPLOYMENT_SUCCESSFUL",
+        "DEPLOYMENT_STARTED",
+        "DEPLOYMENT_FAILURE",
+    ]

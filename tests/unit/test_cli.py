@@ -23,6 +23,19 @@ def test_defaults() -> None:
     assert s.namespaces is None
     assert s.retry_schedule == DEFAULT_RETRY_SCHEDULE
     assert s.scanning is True
+    assert s.sources is None  # each source whose API the cluster serves, found at startup
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "sources"),
+    [
+        ([], {"HERALD_SOURCES": "deployments, flux"}, ("deployments", "flux")),
+        (["--sources", "argocd,argocd"], {"HERALD_SOURCES": "flux"}, ("argocd",)),
+        ([], {"HERALD_SOURCES": "none"}, ()),
+    ],
+)
+def test_sources(argv: list[str], env: dict[str, str], sources: tuple[str, ...]) -> None:
+    assert settings_for(argv, env).sources == sources
 
 
 def test_env_equivalents() -> None:
@@ -66,6 +79,8 @@ def test_flags_win_over_env() -> None:
         (["--namespace", "a", "--all-namespaces"], {}, "exclude each other"),
         (["--namespace", "team-*"], {}, "patterns are not supported"),
         ([], {"HERALD_NAMESPACE": "ok,Not_A_Name"}, "'Not_A_Name' is not a namespace name"),
+        ([], {"HERALD_SOURCES": "deployments,jenkins"}, "HERALD_SOURCES: expected .*argocd, flux"),
+        (["--sources", ","], {}, "--sources"),
     ],
 )
 def test_bad_values_name_the_culprit(argv: list[str], env: dict[str, str], needle: str) -> None:

@@ -43,17 +43,21 @@ from herald.models import (
     MAX_URL_LENGTH,
     MSG_EVENTS_EMPTY,
     MSG_EVENTS_UNIQUE,
+    MSG_ONE_SOURCE,
     MSG_URL_OR_SECRET,
     MSG_URL_SCHEME,
     URL_PATTERN,
+    ArgoCDRef,
     Attempt,
     Condition,
     DeliveryOutcome,
     DeliveryRecord,
     DeploymentEvent,
+    DeploymentsSource,
     DeploymentState,
     DeploymentStatus,
     EnvironmentRef,
+    EnvironmentSource,
     EnvironmentSpec,
     EnvironmentType,
     EventType,
@@ -63,10 +67,12 @@ from herald.models import (
     PendingDelivery,
     SecretRef,
     Service,
+    SourceRef,
     WebhookKind,
     WebhookSpec,
 )
 from herald.settings import Settings
+from herald.sources import decide, status_patch
 from herald.status import (
     ATTEMPT_LOG_LIMIT,
     NOTIFICATION_LOG_CAP,
@@ -548,6 +554,19 @@ LIMITS = (
     + [
         ("Environment", "status.deployment.id", "maxLength", MAX_NAME_LENGTH),
         ("Environment", "status.deployment.id", "minLength", 1),
+        ("Environment", "status.deployment.applications", "maxItems", 256),
+        ("Environment", "spec.source", "maxProperties", 1),  # at most one source, on every Kubernetes
+    ]
+    + [
+        ("Environment", f"spec.source.{field}.{path}", facet, expected)
+        for field in ("argoCDApplication", "fluxKustomization", "fluxHelmRelease")
+        for path, facet, expected in [
+            ("name", "pattern", DNS_SUBDOMAIN_PATTERN),
+            ("name", "maxLength", MAX_NAME_LENGTH),
+            ("name", "minLength", 1),
+            ("namespace", "maxLength", SourceRef.model_fields["namespace"].metadata[1].max_length),
+            ("namespace", "minLength", 1),
+        ]
     ]
 )
 
@@ -630,6 +649,21 @@ FIELDS = [
         for field in ("applications", "databases", "containers", "jobs")
     ),
     ("Environment", "status.deployment", DeploymentStatus, set(), True),
+    ("Environment", "status.deployment.applications[]", Service, set(), True),
+    ("Environment", "status.conditions[]", Condition, set(), True),
+    ("Environment", "spec.source", EnvironmentSource, set(), True),
+    ("Environment", "spec.source.deployments", DeploymentsSource, set(), True),
+    ("Environment", "spec.source.deployments.selector", LabelSelector, set(), True),
+    (
+        "Environment",
+        "spec.source.deployments.selector.matchExpressions[]",
+        LabelSelectorRequirement,
+        set(),
+        True,
+    ),
+    ("Environment", "spec.source.argoCDApplication", ArgoCDRef, set(), True),
+    ("Environment", "spec.source.fluxKustomization", SourceRef, set(), True),
+    ("Environment", "spec.source.fluxHelmRelease", SourceRef, set(), True),
 ]
 
 
@@ -818,6 +852,29 @@ INVALID = [
         None,
         True,
     ),
+    (
+        "two sources",
+        ENVIRONMENT,
+        {"spec": {"source": {"fluxKustomization": {"name": "a"}, "fluxHelmRelease": {"name": "b"}}}},
+        None,
+        True,
+    ),
+    (
+        "Argo CD Application without namespace",
+        ENVIRONMENT,
+        {"spec": {"source": {"argoCDApplication": {"name": "shop"}}}},
+        None,
+        True,
+    ),
+    ("deployments without selector", ENVIRONMENT, {"spec": {"source": {"deployments": {}}}}, None, True),
+    (
+        "source naming a bad object name",
+        ENVIRONMENT,
+        {"spec": {"source": {"fluxKustomization": {"name": "Shop_App"}}}},
+        None,
+        True,
+    ),
+    ("unknown source", ENVIRONMENT, {"spec": {"source": {"jenkins": {"name": "x"}}}}, None, None),
 ]
 
 
@@ -971,3 +1028,64 @@ def test_environment_status_the_models_read_is_accepted() -> None:
     status = {"deployment": deployment.model_dump(mode="json", by_alias=True, exclude_none=True)}
     assert set(status["deployment"]) == _aliases(DeploymentStatus)
     assert rejections("Environment", {**example(*ENVIRONMENT), "status": status}) == []
+
+
+SOURCES_ACCEPTED = [
+    {"deployments": {"selector": {"matchLabels": {"app.kubernetes.io/part-of": "shop"}}}},
+    {
+        "deployments": {
+            "selector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["web"]}]}
+        }
+    },
+    {"argoCDApplication": {"name": "shop", "namespace": "argocd"}},
+    {"fluxKustomization": {"name": "shop"}},
+    {"fluxHelmRelease": {"name": "shop", "namespace": "flux-system"}},
+]
+
+
+@pytest.mark.parametrize("source", SOURCES_ACCEPTED)
+def test_each_source_is_accepted_by_the_crd_and_the_operator(source: dict[str, Any]) -> None:
+    obj = merge_patch(example(*ENVIRONMENT), {"spec": {"source": source}})
+    assert rejections("Environment", obj) == []
+    assert operator_error(obj) is None
+
+
+def test_two_sources_are_refused_with_the_models_message() -> None:
+    obj = merge_patch(
+        example(*ENVIRONMENT),
+        {
+            "spec": {
+                "source": {
+                    "fluxKustomization": {"name": "a"},
+                    "argoCDApplication": {"name": "b", "namespace": "c"},
+                }
+            }
+        },
+    )
+    assert [e for e in rejections("Environment", obj) if e.startswith("spec.source:") and "too many" in e]
+    assert MSG_ONE_SOURCE in (operator_error(obj) or "")
+
+
+def test_the_status_herald_writes_from_a_source_is_accepted_and_kept_whole() -> None:
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "web",
+            "uid": "u-web",
+            "generation": 2,
+            "labels": {"app": "web"},
+            "annotations": {"deployment.kubernetes.io/revision": "2"},
+        },
+        "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "web", "image": "web:1"}]}}},
+        "status": {"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1},
+    }
+    verdict = decide(
+        "deployments", [deployment], None, namespace="demo", name=None, now="2026-01-01T12:00:00Z"
+    )
+    patch = status_patch(verdict, {}, "2026-01-01T12:00:00Z", generation=3)
+    assert patch is not None
+    obj = merge_patch(example(*ENVIRONMENT), {"status": patch})
+    assert rejections("Environment", obj) == []
+    assert obj["status"]["deployment"]["applications"][0]["images"] == ["web:1"]  # kept, not pruned
+    assert operator_error(obj) is None

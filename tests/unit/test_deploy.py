@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import shutil
 import subprocess
 import tomllib
@@ -155,6 +156,51 @@ def test_rbac_grants_exactly_what_herald_uses(rendered: list[dict[str, Any]]) ->
         for verb in verbs
     }
     assert grants(rendered) == expected
+
+
+SOURCES_USE = {
+    ("ClusterRole", "herald.dev", ("environments/status",), ("patch",)),
+    ("ClusterRole", "apps", ("deployments",), ("get", "list", "watch")),
+    ("ClusterRole", "argoproj.io", ("applications",), ("get", "list", "watch")),
+    ("ClusterRole", "kustomize.toolkit.fluxcd.io", ("kustomizations",), ("get", "list", "watch")),
+    ("ClusterRole", "helm.toolkit.fluxcd.io", ("helmreleases",), ("get", "list", "watch")),
+}
+
+
+@pytest.fixture(scope="module")
+def with_sources(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """deploy/ plus the optional sources component, as a user's own kustomization would add it."""
+    overlay = tmp_path_factory.mktemp("with-sources")
+    base = os.path.relpath(DEPLOY, overlay)
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump({"resources": [base], "components": [f"{base}/components/sources"]})
+    )
+    return kustomize(overlay)
+
+
+def test_sources_component_adds_exactly_what_sources_use(
+    rendered: list[dict[str, Any]], with_sources: list[dict[str, Any]]
+) -> None:
+    added = {
+        (kind, group, resource, verb)
+        for kind, group, resources, verbs in SOURCES_USE
+        for resource in resources
+        for verb in verbs
+    }
+    assert grants(with_sources) - grants(rendered) == added
+    assert grants(rendered) <= grants(with_sources)
+    for kind, rule in rules(with_sources):
+        assert set(rule) <= {"apiGroups", "resources", "verbs"}, (kind, rule)
+        assert not any("*" in value for field in rule.values() for value in field), (kind, rule)
+    [binding] = [
+        d for d in with_sources if d["metadata"]["name"] == "herald-sources" and d["kind"].endswith("Binding")
+    ]
+    assert binding["roleRef"]["name"] == "herald-sources"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "herald", "namespace": NAMESPACE}]
+
+
+def test_sources_component_is_not_in_the_default_install(rendered: list[dict[str, Any]]) -> None:
+    assert not [d for d in rendered if d["metadata"]["name"] == "herald-sources"]
 
 
 def test_rbac_has_no_wildcards(rendered: list[dict[str, Any]]) -> None:

@@ -489,6 +489,30 @@ def test_build_event() -> None:
     assert (event.event_type, event.deployment, event.created_at) == (SUCCESSFUL, status, NOW)
 
 
+def test_deployed_applications_complete_the_declared_ones_once() -> None:
+    body = environment_body()
+    body["status"]["deployment"]["applications"] = [
+        {"name": "worker", "id": "uid-worker", "images": ["acme/worker:2"]},
+        {"name": "api", "id": "uid-api", "images": ["acme/api:7"], "revision": "4"},
+    ]
+    ref, spec, status = parse_environment(body)
+    assert status is not None
+    event = build_event(event_type=SUCCESSFUL, environment=ref, spec=spec, deployment=status, created_at=NOW)
+    apps = [a.model_dump(mode="json", by_alias=True, exclude_none=True) for a in event.applications]
+    assert apps == [
+        # the spec's fields win (its id, its gitRepository); the deployment adds images and revision
+        {
+            "id": "app-1",
+            "name": "api",
+            "gitRepository": {"url": "https://git/x"},
+            "images": ["acme/api:7"],
+            "revision": "4",
+        },
+        {"id": "uid-worker", "name": "worker", "images": ["acme/worker:2"]},
+    ]
+    assert event.deployment.applications == ()  # carried once, in the payload's applications
+
+
 def test_ping_event_is_plainly_a_test() -> None:
     event = ping_event(webhook=ObjectRef(namespace="shop", name="slack"), nonce="1", created_at=NOW)
     assert event.event_type is EventType.WEBHOOK_TEST
