@@ -119,14 +119,20 @@ async def test_the_image_delivers_as_the_deployment_runs_it(
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{health}", trust_env=False) as http:
 
             async def ready() -> bool:
+                state = json.loads(docker("inspect", name))[0]["State"]
+                if not state["Running"]:
+                    logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True, check=False)
+                    raise AssertionError(f"the container exited: {logs.stdout[-3000:]}{logs.stderr[-3000:]}")
                 try:
                     return (await http.get("/readyz")).status_code == 200
                 except httpx.TransportError:
                     return False
 
-            await eventually(
-                ready, timeout=90, what=f"the container's /readyz ({docker('logs', name)[-2000:]})"
-            )
+            try:
+                await eventually(ready, timeout=90, what="the container's /readyz")
+            except TimeoutError as exc:
+                logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True, check=False)
+                raise AssertionError(f"{exc}; its log: {logs.stdout[-3000:]}{logs.stderr[-3000:]}") from None
             for state in ("QUEUED", "DEPLOYED"):
                 await move(installed, namespace, "env", "d-1", state)
             await wait_for(
