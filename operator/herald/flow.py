@@ -17,12 +17,12 @@ import asyncio
 import collections
 import contextlib
 import copy
+import datetime
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from herald.dispatcher import Dispatcher
 from herald.events import (
     LEDGER_ANNOTATION,
     BadEnvironment,
@@ -35,7 +35,6 @@ from herald.events import (
     record_events,
 )
 from herald.index import WebhookIndex
-from herald.ledger import LedgerWriter
 from herald.matching import matches, selector_matches
 from herald.metrics import Metrics
 from herald.models import DeploymentEvent, EventType, NotifiedLedger, ObjectRef
@@ -45,7 +44,9 @@ from herald.status import WebhookView
 __all__ = [
     "Choice",
     "Cluster",
+    "Deliveries",
     "Flow",
+    "LedgerQueue",
     "Ledgers",
     "NamespaceLabels",
     "NamespaceUnreadable",
@@ -80,6 +81,30 @@ class Cluster(Protocol):
     async def read_namespace_labels(self, name: str) -> dict[str, str] | None: ...
 
 
+class Deliveries(Protocol):
+    """Where deliveries go (``dispatcher.Dispatcher``): one worker per webhook."""
+
+    def now(self) -> datetime.datetime: ...
+
+    def observe(self, view: WebhookView, *, status: Any = None) -> None: ...
+
+    async def forget(self, *, cluster: bool, ref: ObjectRef) -> None: ...
+
+    def submit(self, deliveries: Iterable[tuple[WebhookView, DeploymentEvent]]) -> Awaitable[None]:
+        """Queue now; the awaitable completes once all of them are persisted."""
+        ...
+
+    def spawn(self, coro: Awaitable[None], *, name: str) -> None: ...
+
+    def post(self, view: WebhookView, type_: str, reason: str, message: str) -> None: ...
+
+
+class LedgerQueue(Protocol):
+    """Writes an Environment's newest notified ledger (``ledger.LedgerWriter``)."""
+
+    def enqueue(self, uid: str, namespace: str, name: str) -> None: ...
+
+
 # ---------------------------------------------------------------- which webhooks (pure)
 
 
@@ -87,7 +112,7 @@ class NamespaceUnreadable(Exception):
     """A namespace's labels could not be read: selectors on it can be decided neither way."""
 
     def __init__(self, namespace: str, cause: BaseException) -> None:
-        super().__init__(f"cannot read the labels of namespace {namespace}: {cause or type(cause).__name__}")
+        super().__init__(f"cannot read the labels of namespace {namespace}: {str(cause) or type(cause).__name__}")
         self.namespace = namespace
 
 
@@ -289,12 +314,13 @@ class Flow:
         *,
         settings: Settings,
         cluster: Cluster,
-        dispatcher: Dispatcher,
-        ledger_writer: LedgerWriter,
+        dispatcher: Deliveries,
+        ledger_writer: LedgerQueue,
         ledgers: Ledgers,
         metrics: Metrics,
         announce: Announce,
         clock: Callable[[], float],
+        retry_delays: Sequence[float] = RETRY_DELAYS,
     ) -> None:
         self.settings = settings
         self.index = WebhookIndex()
@@ -307,7 +333,7 @@ class Flow:
         self.namespaces = NamespaceLabels(
             cluster.read_namespace_labels, ttl=settings.namespace_cache_ttl, clock=clock
         )
-        self.retries = Retries(self.environment)
+        self.retries = Retries(self.environment, retry_delays)
         self._serial = _Serial()
 
     # ------------------------------------------------------------ webhooks
