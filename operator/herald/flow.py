@@ -35,6 +35,7 @@ from herald.events import (
     record_events,
 )
 from herald.index import WebhookIndex
+from herald.kube import ApiError
 from herald.matching import matches, selector_matches
 from herald.metrics import Metrics
 from herald.models import DeploymentEvent, EventType, NotifiedLedger, ObjectRef
@@ -46,11 +47,13 @@ __all__ = [
     "Cluster",
     "Deliveries",
     "Flow",
+    "GoneWebhooks",
     "LedgerQueue",
     "Ledgers",
     "NamespaceLabels",
     "NamespaceUnreadable",
     "Retries",
+    "StatusSink",
     "choose",
     "needs_labels",
 ]
@@ -99,6 +102,14 @@ class Deliveries(Protocol):
     def post(self, view: WebhookView, type_: str, reason: str, message: str) -> None: ...
 
 
+class StatusSink(Protocol):
+    """Where webhook statuses are written (``kube.KubeClient``)."""
+
+    async def patch_status(
+        self, *, plural: str, namespace: str | None, name: str, status: Mapping[str, Any]
+    ) -> None: ...
+
+
 class LedgerQueue(Protocol):
     """Writes an Environment's newest notified ledger (``ledger.LedgerWriter``)."""
 
@@ -112,7 +123,9 @@ class NamespaceUnreadable(Exception):
     """A namespace's labels could not be read: selectors on it can be decided neither way."""
 
     def __init__(self, namespace: str, cause: BaseException) -> None:
-        super().__init__(f"cannot read the labels of namespace {namespace}: {str(cause) or type(cause).__name__}")
+        super().__init__(
+            f"cannot read the labels of namespace {namespace}: {str(cause) or type(cause).__name__}"
+        )
         self.namespace = namespace
 
 
@@ -303,6 +316,31 @@ class _Serial:
                 self._locks[key] = (lock, users - 1)
 
 
+class GoneWebhooks:
+    """The status sink the dispatcher writes through: a 404 on a webhook's status means the
+    webhook was deleted, perhaps while a watch was down and kopf never said so, and ``gone`` is
+    told at once rather than at the next reconciliation. The error is raised on unchanged."""
+
+    def __init__(
+        self, sink: StatusSink, *, index: WebhookIndex, gone: Callable[[bool, ObjectRef, str], None]
+    ) -> None:
+        self._sink = sink
+        self._index = index
+        self._gone = gone
+
+    async def patch_status(
+        self, *, plural: str, namespace: str | None, name: str, status: Mapping[str, Any]
+    ) -> None:
+        cluster, ref = plural == "clusterwebhooks", ObjectRef(namespace=namespace, name=name)
+        held = self._index.get(cluster=cluster, ref=ref)  # before: one re-created meanwhile stays
+        try:
+            await self._sink.patch_status(plural=plural, namespace=namespace, name=name, status=status)
+        except ApiError as exc:
+            if exc.status == 404 and held is not None:
+                self._gone(cluster, ref, held.uid)
+            raise
+
+
 # ---------------------------------------------------------------- the flow
 
 
@@ -313,6 +351,7 @@ class Flow:
         self,
         *,
         settings: Settings,
+        index: WebhookIndex,
         cluster: Cluster,
         dispatcher: Deliveries,
         ledger_writer: LedgerQueue,
@@ -323,7 +362,7 @@ class Flow:
         retry_delays: Sequence[float] = RETRY_DELAYS,
     ) -> None:
         self.settings = settings
-        self.index = WebhookIndex()
+        self.index = index
         self.ledgers = ledgers
         self._cluster = cluster
         self._dispatcher = dispatcher
@@ -341,6 +380,12 @@ class Flow:
     def webhook_seen(self, view: WebhookView, *, status: Any) -> None:
         self.index.put(view)
         self._dispatcher.observe(view, status=status)
+
+    def webhook_gone(self, cluster: bool, ref: ObjectRef, uid: str) -> None:
+        """``webhook_deleted`` in the background (called from inside the webhook's own worker)."""
+        self._dispatcher.spawn(
+            self.webhook_deleted(cluster=cluster, ref=ref, uid=uid), name=f"herald-gone-{ref}"
+        )
 
     async def webhook_deleted(self, *, cluster: bool, ref: ObjectRef, uid: str) -> None:
         """The webhook ``uid`` is gone (a DELETED event, a listing without it, a 404)."""

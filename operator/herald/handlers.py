@@ -21,7 +21,7 @@ from herald import USER_AGENT
 from herald.cluster_events import ClusterEventPoster
 from herald.delivery import DeliveryClient, Resolver
 from herald.dispatcher import Dispatcher
-from herald.flow import Flow, Ledgers
+from herald.flow import Flow, GoneWebhooks, Ledgers
 from herald.index import WebhookIndex
 from herald.kube import API_GROUP, API_VERSION, ApiConnection, KubeClient, write_temp_pem
 from herald.ledger import LedgerWriter
@@ -147,10 +147,15 @@ def build_registry(
         def announce(body: Mapping[str, Any], reason: str, message: str) -> None:
             kopf.info(_body(body), reason=reason, message=message)
 
+        index = WebhookIndex()
+
+        def gone(cluster: bool, ref: ObjectRef, uid: str) -> None:
+            flow.webhook_gone(cluster, ref, uid)  # the flow is made below, after its dispatcher
+
         dispatcher = Dispatcher(
             settings=config,
             client=DeliveryClient(config, resolver=resolver, user_agent=USER_AGENT),
-            sink=kube,
+            sink=GoneWebhooks(kube, index=index, gone=gone),
             secrets=kube,
             post_event=post_event,
             metrics=herald_metrics,
@@ -161,6 +166,7 @@ def build_registry(
         ledger_writer = LedgerWriter(kube, ledgers.get)
         flow = Flow(
             settings=config,
+            index=index,
             cluster=kube,
             dispatcher=dispatcher,
             ledger_writer=ledger_writer,

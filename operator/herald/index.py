@@ -51,6 +51,10 @@ class WebhookIndex:
             self._namespaced.pop(ref.namespace or "", None)
         return True
 
+    def get(self, *, cluster: bool, ref: ObjectRef) -> WebhookView | None:
+        views = self._cluster if cluster else self._namespaced.get(ref.namespace or "", {})
+        return views.get(ref.name)
+
     def namespaced(self, namespace: str) -> tuple[WebhookView, ...]:
         return tuple(self._namespaced.get(namespace, {}).values())
 

@@ -222,3 +222,25 @@ async def test_a_webhook_deleted_during_a_watch_gap_stops_receiving(
         await deploy(emu, "web", "d-2", "QUEUED")
         await wait_for(lambda: len(receiver.on("/stays")) == 2, timeout=10, what="the next deployment")
     assert len(receiver.on("/gone")) == 1
+
+
+async def test_a_webhook_whose_status_answers_404_stops_receiving(
+    emu: Emulator, receiver: Receiver, operator: Runtime
+) -> None:
+    """With no re-list in sight (watch_timeout 300 s), the 404 on the status patch after the
+    webhook's last delivery drops it at once."""
+    await emu.create(webhook("stays", f"{receiver.url}/stays", events=("DEPLOYMENT_STARTED",)))
+    await emu.create(webhook("gone", f"{receiver.url}/gone", events=("DEPLOYMENT_STARTED",)))
+    await emu.create(environment("web"))
+    silently_delete(emu, "Webhook", NS, "gone")
+    await deploy(emu, "web", "d-1", "QUEUED")  # Herald still believes in it: one last delivery
+    await wait_for(lambda: len(receiver.on("/gone")) == 1, timeout=10, what="the last delivery")
+    gone = ObjectRef(namespace=NS, name="gone")
+    await wait_for(
+        lambda: operator.dispatcher.status_of(cluster=False, ref=gone) is None,
+        timeout=10,
+        what="the webhook forgotten after its status answered 404",
+    )
+    await deploy(emu, "web", "d-2", "QUEUED")
+    await wait_for(lambda: len(receiver.on("/stays")) == 2, timeout=10, what="the next deployment")
+    assert len(receiver.on("/gone")) == 1

@@ -14,12 +14,15 @@ import pytest
 from herald.events import LEDGER_ANNOTATION, build_event, parse_environment
 from herald.flow import (
     Flow,
+    GoneWebhooks,
     Ledgers,
     NamespaceLabels,
     NamespaceUnreadable,
     Retries,
     choose,
 )
+from herald.index import WebhookIndex
+from herald.kube import ApiError
 from herald.metrics import Metrics
 from herald.models import DeploymentEvent, EventType, NotifiedLedger, ObjectRef
 from herald.settings import Settings
@@ -326,6 +329,7 @@ class Harness:
         self.announced: list[str] = []
         self.flow = Flow(
             settings=Settings(),
+            index=WebhookIndex(),
             cluster=self.cluster,
             dispatcher=self.dispatcher,
             ledger_writer=self.ledger,
@@ -500,3 +504,39 @@ async def test_a_failed_listing_forgets_nothing() -> None:
     h.cluster.list_uids = refuse  # type: ignore[method-assign]
     await h.flow.reconcile_once()
     assert [v.ref.name for v in h.flow.index.namespaced(NS)] == ["kept"]
+
+
+class RefusingSink:
+    def __init__(self, status: int | None) -> None:
+        self.status = status
+
+    async def patch_status(
+        self, *, plural: str, namespace: str | None, name: str, status: Mapping[str, Any]
+    ) -> None:
+        if self.status is not None:
+            raise ApiError(self.status, "NotFound" if self.status == 404 else "InternalError", "")
+
+
+@pytest.mark.parametrize(
+    ("answer", "indexed", "told"),
+    [
+        (404, True, True),  # deleted: the flow hears of it at once
+        (404, False, False),  # not indexed (already forgotten): nothing to tell
+        (500, True, False),  # the API failed: the dispatcher retries, the webhook stays
+        (None, True, False),  # written
+    ],
+)
+async def test_a_status_patch_answering_404_reports_the_webhook_gone(
+    answer: int | None, indexed: bool, told: bool
+) -> None:
+    index = WebhookIndex()
+    if indexed:
+        index.put(hook("w", uid="u-w"))
+    gone: list[tuple[bool, ObjectRef, str]] = []
+    sink = GoneWebhooks(RefusingSink(answer), index=index, gone=lambda *args: gone.append(args))
+    if answer is None:
+        await sink.patch_status(plural="webhooks", namespace=NS, name="w", status={})
+    else:  # raised on unchanged: the dispatcher handles it as before
+        with pytest.raises(ApiError, match=str(answer)):
+            await sink.patch_status(plural="webhooks", namespace=NS, name="w", status={})
+    assert gone == ([(False, ObjectRef(namespace=NS, name="w"), "u-w")] if told else [])
