@@ -497,15 +497,20 @@ class Flow:
             )
             for e in new_events
         ]
-        # Snapshots taken before any await: webhooks created or deleted meanwhile change nothing here.
-        namespaced, cluster = self.index.namespaced(environment.namespace), self.index.cluster()
+        # The webhooks are read again after the one await (the namespace's labels), and used with
+        # no await in between: one created or deleted meanwhile is neither missed nor sent to.
         labels: dict[str, str] | None = None
         unreadable: NamespaceUnreadable | None = None
-        if any(
-            needs_labels(v) and v.spec is not None and matches(v.spec, n)
-            for v in cluster
-            for n in notifications
-        ):
+        fetched = False
+        while True:
+            namespaced, cluster = self.index.namespaced(environment.namespace), self.index.cluster()
+            if fetched or not any(
+                needs_labels(v) and v.spec is not None and matches(v.spec, n)
+                for v in cluster
+                for n in notifications
+            ):
+                break
+            fetched = True
             try:
                 labels = await self.namespaces.get(environment.namespace)
             except NamespaceUnreadable as exc:
