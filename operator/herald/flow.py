@@ -525,7 +525,7 @@ class Flow:
         if undecided:
             # What was decided is queued already (a retry queues it again: the dispatcher knows the
             # payload_id); nothing is recorded, so the events are derived again until all is decided.
-            if queued is not None:
+            if queued is not None:  # no ledger waits on it; consumed so it is not left unawaited
                 self._dispatcher.spawn(queued, name=f"herald-queued-{uid}")
             message = f"{unreadable}; deliveries of Environment {where} to this ClusterWebhook wait"
             if first:
