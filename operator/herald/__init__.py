@@ -1,9 +1,10 @@
 """Herald: Qovery-style deployment webhooks for any Kubernetes cluster.
 
 Layers, top to bottom (checked by import-linter): ``cli`` > ``demo`` > ``handlers`` (the only
-kopf code) > ``dispatcher`` > ``delivery`` / ``kube`` (the only HTTP code) > the pure core:
-``signing``, ``egress``, ``retry``, ``status`` > ``payloads`` > ``matching`` > ``events`` >
-``models`` / ``settings``. The pure core does no I/O and is tested without a network.
+kopf code) > ``flow`` (a deployment event's way, kopf-free) > ``dispatcher`` > ``delivery`` /
+``kube`` (the only HTTP code) > the pure core: ``signing``, ``egress``, ``retry``, ``status`` >
+``payloads`` > ``matching`` > ``events`` > ``models`` / ``settings``. The pure core does no I/O
+and is tested without a network.
 """
 
 from importlib.metadata import PackageNotFoundError, version

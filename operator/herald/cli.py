@@ -34,7 +34,7 @@ from herald.heap import HeapKeeper
 from herald.kube import API_GROUP, API_VERSION, KubeClient
 from herald.leader import LeaseConfig, LeaseElector
 from herald.metrics import Metrics
-from herald.settings import DEFAULT_RETRY_SCHEDULE, Network, Settings
+from herald.settings import DEFAULT_RETRY_SCHEDULE, MAX_PENDING_LIMIT, Network, Settings
 from herald.source_handlers import usable_sources
 from herald.sources import SOURCE_NAMES
 
@@ -130,6 +130,16 @@ def _count(text: str) -> int:
     return value
 
 
+def _pending(text: str) -> int:
+    value = _count(text)
+    if value > MAX_PENDING_LIMIT:
+        raise ValueError(
+            f"at most {MAX_PENDING_LIMIT}, the pending deliveries a webhook's status may hold "
+            f"(the CRDs' status.pending maxItems), got {text!r}"
+        )
+    return value
+
+
 # flag, variable, converter, Settings field, help
 OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
     (
@@ -184,9 +194,9 @@ OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
     (
         "--max-pending",
         "HERALD_MAX_PENDING",
-        _count,
+        _pending,
         "max_pending",
-        "unfinished deliveries kept per webhook (100)",
+        f"unfinished deliveries kept per webhook (100, at most {MAX_PENDING_LIMIT})",
     ),
     ("--max-concurrency", "HERALD_MAX_CONCURRENCY", _count, "max_concurrency", "attempts in flight (64)"),
     (

@@ -7,6 +7,9 @@ did not settle in 90 s; see bench/RESULTS.md). Herald needs the same guarantee, 
 deployment event is matched before the webhooks that existed at startup are known, and gets it
 with one gate: the webhooks listed once at startup, each ticked off as its first watch event
 arrives, then the gate opens for every waiting handler at once.
+
+Reads return snapshots (tuples), never live views: a caller that awaits between reading and
+using them must not see the index change under it.
 """
 
 from __future__ import annotations
@@ -35,21 +38,32 @@ class WebhookIndex:
             self._namespaced.setdefault(view.ref.namespace or "", {})[view.ref.name] = view
         self._tick(view.uid)
 
-    def drop(self, *, cluster: bool, ref: ObjectRef, uid: str) -> None:
-        if cluster:
-            self._cluster.pop(ref.name, None)
-        else:
-            views = self._namespaced.get(ref.namespace or "", {})
-            views.pop(ref.name, None)
-            if not views:
-                self._namespaced.pop(ref.namespace or "", None)
+    def drop(self, *, cluster: bool, ref: ObjectRef, uid: str) -> bool:
+        """Forget the webhook ``uid`` at ``ref``; False when ``ref`` now holds another object (one
+        re-created under the same name), which stays."""
         self._tick(uid)
+        views = self._cluster if cluster else self._namespaced.get(ref.namespace or "", {})
+        held = views.get(ref.name)
+        if held is not None and held.uid != uid:
+            return False
+        views.pop(ref.name, None)
+        if not cluster and not views:
+            self._namespaced.pop(ref.namespace or "", None)
+        return True
 
-    def namespaced(self, namespace: str) -> Iterable[WebhookView]:
-        return self._namespaced.get(namespace, {}).values()
+    def get(self, *, cluster: bool, ref: ObjectRef) -> WebhookView | None:
+        views = self._cluster if cluster else self._namespaced.get(ref.namespace or "", {})
+        return views.get(ref.name)
 
-    def cluster(self) -> Iterable[WebhookView]:
-        return self._cluster.values()
+    def namespaced(self, namespace: str) -> tuple[WebhookView, ...]:
+        return tuple(self._namespaced.get(namespace, {}).values())
+
+    def cluster(self) -> tuple[WebhookView, ...]:
+        return tuple(self._cluster.values())
+
+    def views(self) -> tuple[WebhookView, ...]:
+        """Every webhook known now."""
+        return (*self._cluster.values(), *(v for views in self._namespaced.values() for v in views.values()))
 
     def __len__(self) -> int:
         return len(self._cluster) + sum(len(views) for views in self._namespaced.values())

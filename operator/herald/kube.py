@@ -186,6 +186,10 @@ class KubeClient:
         labels = (response.json().get("metadata") or {}).get("labels") or {}
         return {str(k): str(v) for k, v in labels.items()}
 
+    async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
+        """A core/v1 Event (about a cluster-scoped object: kopf posts the others)."""
+        self._check(await self._request("POST", f"/api/v1/namespaces/{namespace}/events", json=body))
+
     async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         response = await self._request("GET", f"{_LEASES.format(namespace=namespace)}/{name}")
         if response.status_code == 404:

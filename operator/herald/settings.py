@@ -5,13 +5,17 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_RETRY_SCHEDULE", "Network", "Settings"]
+__all__ = ["DEFAULT_RETRY_SCHEDULE", "MAX_PENDING_LIMIT", "Network", "Settings"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Delays in seconds before attempts 2, 3, ...: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h
 # (8 attempts over about 27.6 hours), so a receiver down for a day still gets everything.
 DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+
+# The CRDs' ``status.pending`` maxItems (tests hold the two equal): a longer queue would make
+# the API server refuse every status patch of the webhook with 422.
+MAX_PENDING_LIMIT = 1000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,7 +38,7 @@ class Settings:
 
     # Bounds.
     history_limit: int = 20  # recent deliveries kept on a webhook's status
-    max_pending: int = 100  # unfinished deliveries persisted per webhook
+    max_pending: int = 100  # unfinished deliveries persisted per webhook, at most MAX_PENDING_LIMIT
     max_concurrency: int = 64  # attempts in flight across all webhooks
     status_interval: float = 1.0  # at most one status patch per webhook per interval
     secret_cache_ttl: float = 10.0  # a rotated Secret is used within this many seconds

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from herald.cli import READY_WINDOW, JsonFormatter, Readiness, _parser, main, parse_settings
-from herald.settings import DEFAULT_RETRY_SCHEDULE
+from herald.settings import DEFAULT_RETRY_SCHEDULE, MAX_PENDING_LIMIT
 
 
 def settings_for(argv: list[str], env: dict[str, str]):  # type: ignore[no-untyped-def]
@@ -81,11 +81,18 @@ def test_flags_win_over_env() -> None:
         ([], {"HERALD_NAMESPACE": "ok,Not_A_Name"}, "'Not_A_Name' is not a namespace name"),
         ([], {"HERALD_SOURCES": "deployments,jenkins"}, "HERALD_SOURCES: expected .*argocd, flux"),
         (["--sources", ","], {}, "--sources"),
+        ([], {"HERALD_MAX_PENDING": "1001"}, "HERALD_MAX_PENDING: at most 1000"),
+        (["--max-pending", "5000"], {}, "--max-pending / HERALD_MAX_PENDING: at most 1000"),
+        (["--max-pending", "0"], {}, "--max-pending"),
     ],
 )
 def test_bad_values_name_the_culprit(argv: list[str], env: dict[str, str], needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         settings_for(argv, env)
+
+
+def test_max_pending_takes_up_to_what_the_crds_hold() -> None:
+    assert settings_for(["--max-pending", str(MAX_PENDING_LIMIT)], {}).max_pending == MAX_PENDING_LIMIT
 
 
 def test_main_reports_bad_values_as_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:

@@ -71,7 +71,7 @@ from herald.models import (
     WebhookKind,
     WebhookSpec,
 )
-from herald.settings import Settings
+from herald.settings import MAX_PENDING_LIMIT, Settings
 from herald.sources import decide, status_patch
 from herald.status import (
     ATTEMPT_LOG_LIMIT,
@@ -516,6 +516,8 @@ REF_FIELDS = [
     ("signingSecretRef", DEFAULT_SIGNING_KEY),
     ("caSecretRef", DEFAULT_CA_KEY),
 ]
+# What kube-apiserver answers a Webhook whose Secret ref names a namespace ("supported values: ...").
+(REF_NAMESPACE_REASON,) = node(SCHEMAS["Webhook"], "spec.secretRef.namespace")["enum"]
 LIMITS = (
     [
         (kind, path, facet, expected)
@@ -548,7 +550,8 @@ LIMITS = (
         ]
     ]
     + [
-        ("ClusterWebhook", f"spec.{field}.namespace", "maxLength", NAMESPACE_MAX_LENGTH)
+        (kind, f"spec.{field}.namespace", "maxLength", NAMESPACE_MAX_LENGTH)
+        for kind in ("Webhook", "ClusterWebhook")
         for field, _ in REF_FIELDS
     ]
     + [
@@ -578,8 +581,9 @@ def test_limits_patterns_and_defaults_equal_the_models(
     assert node(SCHEMAS[kind], path)[facet] == expected
 
 
-def test_pending_bound_holds_the_default_queue() -> None:
-    assert node(SCHEMAS["Webhook"], "status.pending")["maxItems"] >= Settings().max_pending
+@pytest.mark.parametrize("kind", ["Webhook", "ClusterWebhook"])
+def test_pending_bound_is_the_one_the_max_pending_flag_is_held_to(kind: str) -> None:
+    assert node(SCHEMAS[kind], "status.pending")["maxItems"] == MAX_PENDING_LIMIT >= Settings().max_pending
 
 
 @pytest.mark.parametrize("kind", ["Webhook", "ClusterWebhook"])
@@ -625,7 +629,7 @@ FIELDS = [
     ("ClusterWebhook", "spec.namespaceSelector", LabelSelector, set(), True),
     ("ClusterWebhook", "spec.namespaceSelector.matchExpressions[]", LabelSelectorRequirement, set(), True),
     *(("ClusterWebhook", f"spec.{field}", SecretRef, set(), False) for field, _ in REF_FIELDS),
-    *(("Webhook", f"spec.{field}", SecretRef, {"namespace"}, False) for field, _ in REF_FIELDS),
+    *(("Webhook", f"spec.{field}", SecretRef, set(), False) for field, _ in REF_FIELDS),
     *(
         (kind, path, model, set(), True)
         for kind in ("Webhook", "ClusterWebhook")
@@ -796,13 +800,13 @@ INVALID = [
         None,
         True,
     ),
-    # Admission refuses the field outright; the operator reads a Webhook's Secrets from its own namespace.
+    # Admission refuses the field (see test_a_webhook_ref_naming_a_namespace_is_refused_saying_why).
     (
         "secret ref naming a namespace on a Webhook",
         STANDARD,
         {"spec": {"secretRef": {"namespace": "kube-system"}}},
         None,
-        None,
+        True,
     ),
     (
         "cluster secretRef without namespace",
@@ -876,6 +880,29 @@ INVALID = [
     ),
     ("unknown source", ENVIRONMENT, {"spec": {"source": {"jenkins": {"name": "x"}}}}, None, None),
 ]
+
+
+@pytest.mark.parametrize("field", [field for field, _ in REF_FIELDS])
+@pytest.mark.parametrize("namespace", ["kube-system", "", REF_NAMESPACE_REASON])
+def test_a_webhook_ref_naming_a_namespace_is_refused_saying_why(field: str, namespace: str) -> None:
+    """A field the schema lacks is pruned silently by a real API server, so the schema declares
+    ``namespace`` with a rule no value passes, whose message (an enum's one value, which
+    kube-apiserver prints as "supported values") says what to do."""
+    spec = example("Webhook", STANDARD[1])["spec"]
+    spec[field] = {"name": "creds", "namespace": namespace}
+    if field == "urlSecretRef":
+        spec.pop("url")
+    obj = {**example("Webhook", STANDARD[1]), "spec": spec}
+    errors = rejections("Webhook", obj)
+    assert any(e.startswith(f"spec.{field}.namespace: ") and REF_NAMESPACE_REASON in e for e in errors), (
+        errors
+    )
+    assert not unknown_fields(SCHEMAS["Webhook"], obj)  # refused by a rule the API server runs, not pruned
+    assert "own namespace" in REF_NAMESPACE_REASON
+    assert "ClusterWebhook" in REF_NAMESPACE_REASON
+    assert node(SCHEMAS["Webhook"], f"spec.{field}.namespace")["enum"] == [REF_NAMESPACE_REASON]
+    if len(namespace) <= NAMESPACE_MAX_LENGTH:  # what got past an older schema, the operator refuses
+        assert "own namespace" in (operator_error(obj) or "")
 
 
 @pytest.mark.parametrize(

@@ -73,3 +73,26 @@ def test_no_webhooks_opens_at_once_and_stays_open() -> None:
     assert index.ready
     index.expect({"late"})  # listings after opening change nothing
     assert index.ready
+
+
+def test_a_deletion_of_an_older_object_keeps_the_one_recreated_under_its_name() -> None:
+    index = WebhookIndex()
+    index.put(view("a", "ns", "new-uid"))
+    assert not index.drop(cluster=False, ref=ObjectRef(namespace="ns", name="a"), uid="old-uid")
+    assert names(index.namespaced("ns")) == ["a"]
+    assert index.drop(cluster=False, ref=ObjectRef(namespace="ns", name="a"), uid="new-uid")
+    assert names(index.views()) == []
+
+
+def test_reads_are_snapshots_that_changes_leave_alone() -> None:
+    """A handler that awaits between reading and using the webhooks must not see them change."""
+    index = WebhookIndex()
+    index.put(view("c1", None, "u1"))
+    index.put(view("n1", "ns", "u2"))
+    cluster, namespaced, every = index.cluster(), index.namespaced("ns"), index.views()
+    index.put(view("c2", None, "u3"))
+    index.drop(cluster=False, ref=ObjectRef(namespace="ns", name="n1"), uid="u2")
+    assert names(cluster) == ["c1"]
+    assert names(namespaced) == ["n1"]
+    assert names(every) == ["c1", "n1"]
+    assert names(index.views()) == ["c1", "c2"]

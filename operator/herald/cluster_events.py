@@ -1,0 +1,108 @@
+"""Kubernetes Events about cluster-scoped objects (ClusterWebhooks), where `kubectl describe` looks.
+
+kopf posts every Event into the operator's own namespace and names that namespace in
+``involvedObject`` as well, so ``kubectl describe clusterwebhook``, which asks for Events whose
+``involvedObject.namespace`` is empty, shows none of them. Kubernetes itself posts Events about
+cluster-scoped objects (Nodes, PersistentVolumes) into ``default`` with an ``involvedObject``
+that has no namespace, in the core/v1 form without ``eventTime``: that is the pairing the API
+server's Event validation accepts (with ``eventTime`` set, it wants ``default`` or
+``kube-system`` depending on the version). Herald does the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+__all__ = ["EVENT_NAMESPACE", "ClusterEventPoster", "cluster_event"]
+
+logger = logging.getLogger("herald.events")
+
+EVENT_NAMESPACE = "default"
+MAX_MESSAGE = 1024  # what the API server accepts in an Event's message
+POSTS_IN_FLIGHT = 32  # Events being posted at once; more are dropped (an Event is a courtesy)
+
+_serial = itertools.count()
+
+
+def cluster_event(
+    meta: Mapping[str, Any],
+    *,
+    type_: str,
+    reason: str,
+    message: str,
+    now: datetime.datetime,
+    component: str,
+) -> dict[str, Any]:
+    """A core/v1 Event about the cluster-scoped object ``meta`` (apiVersion, kind, metadata)."""
+    metadata = meta.get("metadata") or {}
+    involved = {
+        "apiVersion": meta.get("apiVersion"),
+        "kind": meta.get("kind"),
+        "name": metadata.get("name"),
+        "uid": metadata.get("uid"),
+    }
+    stamp = now.isoformat().replace("+00:00", "Z")
+    nanos = int(now.timestamp() * 1e9) + next(_serial)  # client-go names Events <object>.<hex time>
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{metadata.get('name')}.{nanos:x}", "namespace": EVENT_NAMESPACE},
+        "involvedObject": {k: v for k, v in involved.items() if v},
+        "type": type_,
+        "reason": reason,
+        "message": message[:MAX_MESSAGE],
+        "source": {"component": component},
+        "reportingComponent": component,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+
+
+class ClusterEventPoster:
+    """Posts Events about cluster-scoped objects in the background, a bounded number at a time."""
+
+    def __init__(
+        self,
+        create: Callable[[str, Mapping[str, Any]], Awaitable[None]],
+        *,
+        component: str,
+        wallclock: Callable[[], datetime.datetime],
+    ) -> None:
+        self._create = create
+        self._component = component
+        self._wallclock = wallclock
+        self._posting: set[asyncio.Task[None]] = set()
+
+    def post(self, meta: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        if len(self._posting) >= POSTS_IN_FLIGHT:
+            logger.warning("too many Events being posted; dropped %s %s: %s", reason, type_, message)
+            return
+        body = cluster_event(
+            meta,
+            type_=type_,
+            reason=reason,
+            message=message,
+            now=self._wallclock(),
+            component=self._component,
+        )
+        task = asyncio.create_task(self._send(body), name="herald-cluster-event")
+        self._posting.add(task)
+        task.add_done_callback(self._posting.discard)
+
+    async def _send(self, body: Mapping[str, Any]) -> None:
+        try:
+            await self._create(EVENT_NAMESPACE, body)
+        except Exception as exc:  # an Event is a courtesy; say so and carry on, as kopf does
+            logger.warning("could not post the Event %s: %s", body.get("reason"), exc)
+
+    async def close(self) -> None:
+        if self._posting:
+            await asyncio.wait(set(self._posting), timeout=2)
+        for task in list(self._posting):
+            task.cancel()
