@@ -121,8 +121,11 @@ async def test_the_image_delivers_as_the_deployment_runs_it(
             async def ready() -> bool:
                 state = json.loads(docker("inspect", name))[0]["State"]
                 if not state["Running"]:
-                    logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True, check=False)
-                    raise AssertionError(f"the container exited: {logs.stdout[-3000:]}{logs.stderr[-3000:]}")
+                    logs = subprocess.run(
+                        ["docker", "logs", name], capture_output=True, text=True, check=False
+                    )
+                    output = logs.stdout[-3000:] + logs.stderr[-3000:]
+                    raise AssertionError(f"the container exited: {output}")
                 try:
                     return (await http.get("/readyz")).status_code == 200
                 except httpx.TransportError:
