@@ -29,6 +29,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp
 COPY --from=builder /opt/venv /opt/venv
+# The user must exist: kopf asks for its name (getpwuid), and a uid without a passwd entry fails
+# the operator at start.
+RUN echo 'herald:x:65532:65532:herald:/tmp:/usr/sbin/nologin' >> /etc/passwd \
+ && echo 'herald:x:65532:' >> /etc/group
 # A numeric non-root user, so the kubelet can verify runAsNonRoot; nothing in the image is writable
 # by it, and the Deployment mounts an emptyDir at /tmp (HOME) over a read-only root filesystem.
 USER 65532:65532

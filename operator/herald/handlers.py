@@ -8,8 +8,10 @@ event in, one delivery out, and one annotation patch recording what was notified
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import logging
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ from herald.settings import Settings
 from herald.source_handlers import register_sources
 from herald.status import parse_webhook
 
-__all__ = ["Runtime", "api_login", "build_registry", "login_info"]
+__all__ = ["Runtime", "api_login", "build_registry", "in_cluster_server", "login_info"]
 
 logger = logging.getLogger("herald.handlers")
 
@@ -74,12 +76,25 @@ def _api_connection(info: kopf.ConnectionInfo) -> ApiConnection:
     )
 
 
+def in_cluster_server(env: Mapping[str, str]) -> str | None:
+    """The API server as client-go finds it in a pod: from the kubelet's service variables.
+
+    kopf's own service-account login dials ``kubernetes.default.svc``, which only resolves where
+    the pod uses cluster DNS (not with ``hostNetwork`` and the default DNS policy)."""
+    host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        return None
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
 def login_info() -> kopf.ConnectionInfo:
     """In-cluster service account first, then KUBECONFIG: the same order kopf uses."""
     settings = kopf.OperatorSettings()
-    info = kopf.login_with_service_account(logger=logger, settings=settings) or kopf.login_with_kubeconfig(
-        logger=logger, settings=settings
-    )
+    info = kopf.login_with_service_account(logger=logger, settings=settings)
+    server = in_cluster_server(os.environ)
+    if info is not None and server is not None:
+        info = dataclasses.replace(info, server=server)
+    info = info or kopf.login_with_kubeconfig(logger=logger, settings=settings)
     if info is None:
         raise kopf.LoginError("No in-cluster service account and no usable KUBECONFIG")
     return info
