@@ -274,7 +274,7 @@ def start() -> ControlPlane:
             [
                 str(folder_bin / "kube-controller-manager"),
                 f"--kubeconfig={kubeconfig}",
-                "--controllers=namespace,garbagecollector,serviceaccount",
+                "--controllers=namespace,garbagecollector,serviceaccount,deployment,replicaset",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={free_port()}",
                 "--leader-elect=false",
