@@ -83,3 +83,24 @@ async def test_a_bad_webhook_is_refused_with_a_message_naming_the_field(
     assert "spec.kind" in answer
     assert "spec.events" in answer
     assert "spec.url" in answer
+
+
+async def test_a_webhook_secret_ref_naming_a_namespace_is_refused_saying_why(
+    installed: ControlPlane, namespace: str
+) -> None:
+    hook = {
+        "apiVersion": "herald.dev/v1alpha1",
+        "kind": "Webhook",
+        "metadata": {"name": "elsewhere", "namespace": namespace},
+        "spec": {
+            "kind": "STANDARD",
+            "events": ["DEPLOYMENT_STARTED"],
+            "url": "https://example.com/hook",
+            "secretRef": {"name": "s", "namespace": "kube-system"},
+        },
+    }
+    answer = await kubectl(
+        installed, "apply", "--validate=false", "-f", "-", stdin=yaml.safe_dump(hook), check=False
+    )
+    assert "spec.secretRef.namespace" in answer
+    assert "own namespace" in answer

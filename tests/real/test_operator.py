@@ -136,3 +136,77 @@ async def test_watch_cut_with_410_and_throttled_status_writes_lose_nothing(
     ]
     assert cut.fired == 2
     assert throttled.fired == 2
+
+
+async def test_sigterm_of_the_leader_hands_over_to_the_standby_within_seconds(
+    installed: ControlPlane, namespace: str, receiver: Receiver, start_herald: Start
+) -> None:
+    """Two replicas on a real Lease (30 s): the leader releases it on SIGTERM, the standby takes
+    it at its next poll and delivers, long before the lease could have expired."""
+    lease = f"herald-{namespace}"
+    env = {
+        "HERALD_NAMESPACE": namespace,
+        "HERALD_LEADER_ELECTION": "true",
+        "HERALD_LEASE_NAMESPACE": HERALD_NAMESPACE,
+        "HERALD_LEASE_NAME": lease,
+        "HERALD_LEASE_DURATION": "30",
+    }
+    await apply(installed, webhook("hook", namespace, f"{receiver.url}/hook"), environment("env", namespace))
+    first = await start_herald(**env)
+
+    async def holder() -> str:
+        found = await get_json(installed, "-n", HERALD_NAMESPACE, "lease", lease)
+        return str(found["spec"].get("holderIdentity") or "")
+
+    await eventually(lambda: _truthy(holder()), timeout=30, what="a leader")
+    second = await start_herald(**env)
+    assert first.proc is not None
+    assert second.proc is not None
+    leader, standby = (first, second) if f"-{first.proc.pid}-" in await holder() else (second, first)
+    await move(installed, namespace, "env", "d-1", "QUEUED")
+    await wait_for(lambda: len(receiver.on("/hook")) >= 1, timeout=30, what="the leader's delivery")
+    assert await leader.stop() == 0
+    await move(installed, namespace, "env", "d-1", "DEPLOYED")
+    # Well inside the 30 s lease: only a released Lease lets the standby deliver this soon.
+    await wait_for(lambda: len(receiver.on("/hook")) >= 2, timeout=12, what="the standby's delivery")
+    assert standby.proc is not None
+    assert f"-{standby.proc.pid}-" in await holder()
+    assert [r.json()["event_type"] for r in receiver.on("/hook")] == [
+        "DEPLOYMENT_STARTED",
+        "DEPLOYMENT_SUCCESSFUL",
+    ]
+
+
+async def _truthy(value: Awaitable[str]) -> bool:
+    return bool(await value)
+
+
+async def test_clusterwebhook_events_show_in_kubectl_describe(
+    installed: ControlPlane, namespace: str, receiver: Receiver, start_herald: Start
+) -> None:
+    name = f"pinged-{namespace}"
+    await apply(
+        installed,
+        {
+            "apiVersion": "herald.dev/v1alpha1",
+            "kind": "ClusterWebhook",
+            "metadata": {"name": name, "annotations": {"herald.dev/ping": "1"}},
+            "spec": {
+                "kind": "STANDARD",
+                "events": ["DEPLOYMENT_STARTED"],
+                "url": f"{receiver.url}/ping",
+                "namespaceSelector": {"matchLabels": {"herald.dev/test-namespace": namespace}},
+            },
+        },
+    )
+    try:
+        await start_herald(HERALD_NAMESPACE=namespace)
+        await wait_for(lambda: len(receiver.on("/ping")) >= 1, timeout=30, what="the test delivery")
+        assert receiver.on("/ping")[0].json()["event_type"] == "WEBHOOK_TEST"
+
+        async def described() -> bool:
+            return "PingQueued" in await kubectl(installed, "describe", "clusterwebhook", name)
+
+        await eventually(described, timeout=30, what="the ping's Event in kubectl describe")
+    finally:
+        await kubectl(installed, "delete", "clusterwebhook", name, "--ignore-not-found", "--wait=false")

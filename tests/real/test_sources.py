@@ -20,6 +20,7 @@ from tests.cluster.controlplane import ControlPlane
 from .conftest import HeraldProcess, apply, environment, get_json, kubectl, webhook
 
 Start = Callable[..., Awaitable[HeraldProcess]]
+SELECTED = {"part-of": "shop"}
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +40,7 @@ def deployment(name: str, namespace: str, *, image: str, replicas: int, deadline
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": {"part-of": "shop"}},
+        "metadata": {"name": name, "namespace": namespace, "labels": SELECTED},
         "spec": {
             "replicas": replicas,
             "progressDeadlineSeconds": deadline,
