@@ -9,10 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import datetime
 import errno
 import ipaddress
-import json
 import logging
 import os
 import re
@@ -27,6 +25,8 @@ import kopf
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter
 
 from herald import __version__
 from herald.handlers import Runtime, api_login, build_registry
@@ -43,25 +43,19 @@ __all__ = ["main", "parse_settings"]
 T = TypeVar("T")
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off"}
-LOG_EXTRAS = ("webhook", "environment", "event", "payload_id")
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the delivery fields a log pipeline filters on."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key in LOG_EXTRAS:
-            if hasattr(record, key):
-                line[key] = getattr(record, key)
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line)
+def json_formatter() -> logging.Formatter:
+    """One JSON object per line (python-json-logger): the level, the logger, the message, the time,
+    and every ``extra`` a log call passes (webhook, environment, event, payload_id, and kopf's
+    object reference as ``object``); kopf's own bookkeeping attributes are left out."""
+    return JsonFormatter(
+        "{levelname}{name}{message}",
+        style="{",
+        rename_fields={"levelname": "level", "name": "logger", "k8s_ref": "object"},
+        reserved_attrs=[*RESERVED_ATTRS, "k8s_skip", "settings"],
+        timestamp="time",
+    )
 
 
 def _bool(text: str) -> bool:
@@ -316,7 +310,7 @@ def parse_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings
 def configure_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(json_formatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()

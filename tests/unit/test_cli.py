@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from herald.cli import READY_WINDOW, JsonFormatter, Readiness, _parser, main, parse_settings
+from herald.cli import READY_WINDOW, Readiness, _parser, json_formatter, main, parse_settings
 from herald.settings import DEFAULT_RETRY_SCHEDULE, MAX_PENDING_LIMIT
 
 
@@ -106,10 +106,15 @@ def test_json_log_lines_carry_delivery_fields() -> None:
     record = logging.LogRecord("herald", logging.INFO, __file__, 1, "delivered %s", ("x",), None)
     record.webhook = "ns/w"
     record.payload_id = "p-1"
-    line = json.loads(JsonFormatter().format(record))
+    record.settings = object()  # kopf's bookkeeping, not a field
+    line = json.loads(json_formatter().format(record))
     assert line["message"] == "delivered x"
+    assert line["level"] == "INFO"
+    assert line["logger"] == "herald"
     assert line["webhook"] == "ns/w"
     assert line["payload_id"] == "p-1"
+    assert "time" in line
+    assert "settings" not in line
 
 
 async def test_ready_once_the_api_answers_kopf_watches_and_every_webhook_is_known() -> None:
