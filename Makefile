@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,demo]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -44,7 +44,7 @@ image:
 # Re-pin every dependency after changing ranges in pyproject.toml.
 lock:
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
-	.lockvenv/bin/pip install --quiet '.[dev]'
+	.lockvenv/bin/pip install --quiet '.[dev,demo]'
 	.lockvenv/bin/pip freeze --exclude herald > constraints.txt
 	rm -rf .lockvenv
 

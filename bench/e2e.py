@@ -37,10 +37,10 @@ from bench.harness import (
     steady_heap,
     webhook,
 )
-from herald.demo import running_operator
 from herald.metrics import Metrics
 from herald.models import ObjectRef
 from herald.settings import Settings
+from herald.testing import running_operator
 
 __all__ = ["StormRun", "status_patch_load", "storm"]
 

@@ -38,10 +38,10 @@ from aiohttp import web
 from kmock._internal import aiobus
 from tests.integration.conftest import environment as test_environment
 
-from herald.demo import Emulator, _Server, load_manifests, project_root
 from herald.events import build_event, parse_environment
 from herald.models import DeploymentEvent, EventType
 from herald.settings import Settings
+from herald.testing import Emulator, _Server, load_manifests, project_root
 
 __all__ = [
     "BENCH_SETTINGS",
@@ -202,7 +202,7 @@ class Cluster:
 
 @contextlib.asynccontextmanager
 async def cluster() -> AsyncIterator[Cluster]:
-    """A fresh emulator with Herald's CRDs (as ``herald.demo.emulator`` makes it), timed and flat-cost."""
+    """A fresh emulator with Herald's CRDs (as ``herald.testing.emulator`` makes it), timed and flat-cost."""
     async with _BenchServer() as server, kmock.Server(server):
         emu = Emulator(server)
         emu.declare(load_manifests(project_root() / "crds"))
@@ -429,7 +429,7 @@ async def sinks(ports: int = 1) -> AsyncIterator[Sinks]:
 
 
 async def poll(predicate: Callable[[], bool], *, timeout: float, what: str, every: float = 0.05) -> None:
-    """Like ``herald.demo.wait_for``, at a pace that leaves the event loop to what is measured."""
+    """Like ``herald.testing.wait_for``, at a pace that leaves the event loop to what is measured."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not predicate():

@@ -31,11 +31,11 @@ from bench.harness import (
     steady_heap,
     webhook,
 )
-from herald.demo import running_operator, wait_for
 from herald.handlers import Runtime
 from herald.metrics import Metrics
 from herald.models import ObjectRef
 from herald.settings import Settings
+from herald.testing import running_operator, wait_for
 
 __all__ = [
     "LatencyRun",

@@ -41,10 +41,10 @@ from bench.harness import (
     webhook,
 )
 from bench.latency import STARTED, sequence
-from herald.demo import Emulator, running_operator
 from herald.metrics import Metrics
 from herald.models import DeliveryOutcome, EventType, PendingDelivery
 from herald.status import NOTIFICATION_LOG_CAP, WebhookStatus, finish, new_record, parse_status, to_patch
+from herald.testing import Emulator, running_operator
 
 if TYPE_CHECKING:
     from tests.integration.operator_process import OperatorProcess

@@ -26,13 +26,13 @@ from bench.harness import Arrival, notification, webhook
 from bench.receivers import RemoteSinks, remote_sinks
 from herald import USER_AGENT
 from herald.delivery import MAX_KEEPALIVE_CONNECTIONS, DeliveryClient
-from herald.demo import wait_for
 from herald.dispatcher import Dispatcher
 from herald.metrics import Metrics
 from herald.models import DeploymentEvent, EventType, WebhookKind
 from herald.payloads import format_for
 from herald.settings import Settings
 from herald.status import WebhookView, parse_webhook
+from herald.testing import wait_for
 
 __all__ = ["ThroughputRun", "Workload", "herald_throughput", "httpx_throughput"]
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from hypothesis import settings
 
-from herald.demo import Receiver
+from herald.testing import Receiver
 from tests.cluster.controlplane import ControlPlane, running
 
 # `make test` draws the same examples on every run, so a red CI is a real regression that

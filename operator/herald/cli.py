@@ -523,8 +523,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--log-format / HERALD_LOG_FORMAT: expected plain or json, got {fmt!r}")
     configure_logging(level, fmt)
     if args.command == "demo":
-        from herald.demo import run_demo
-
+        try:
+            from herald.demo import run_demo
+        except ModuleNotFoundError as exc:
+            if exc.name != "kmock":
+                raise
+            parser.error("herald demo needs the demo extra (its API emulator): pip install 'herald[demo]'")
         return asyncio.run(run_demo())
     try:
         settings = parse_settings(args, env)

@@ -27,7 +27,7 @@ import httpx
 import pytest
 import yaml
 
-from herald.demo import Receiver, load_manifests, project_root
+from herald.testing import Receiver, load_manifests, project_root
 from tests.cluster.controlplane import ControlPlane
 
 E2E_VARIABLE = "HERALD_E2E"

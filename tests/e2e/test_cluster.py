@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from standardwebhooks import Webhook
 
-from herald.demo import Receiver, wait_for
+from herald.testing import Receiver, wait_for
 
 from .conftest import Examples, kubectl_async, webhooks_json
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from herald.demo import Emulator, emulator, running_operator
 from herald.handlers import Runtime
 from herald.metrics import Metrics
 from herald.settings import Settings
+from herald.testing import Emulator, emulator, running_operator
 
 NS = "team-a"
 FAST = Settings(

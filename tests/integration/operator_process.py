@@ -12,7 +12,7 @@ import tempfile
 
 import yaml
 
-from herald.demo import Emulator, wait_for
+from herald.testing import Emulator, wait_for
 
 
 class OperatorProcess:

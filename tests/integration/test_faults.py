@@ -7,9 +7,9 @@ import dataclasses
 import json
 import time
 
-from herald.demo import Emulator, Receiver, running_operator, wait_for
 from herald.handlers import Runtime
 from herald.settings import Settings
+from herald.testing import Emulator, Receiver, running_operator, wait_for
 
 from .conftest import FAST, NS, condition, deploy, environment, status_of, webhook
 from .operator_process import OperatorProcess

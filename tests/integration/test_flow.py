@@ -10,10 +10,10 @@ from typing import Any
 
 import kmock
 
-from herald.demo import Emulator, Receiver, running_operator, wait_for
 from herald.events import LEDGER_ANNOTATION
 from herald.handlers import Runtime
 from herald.models import ObjectRef
+from herald.testing import Emulator, Receiver, running_operator, wait_for
 
 from .conftest import FAST, NS, deploy, environment, webhook
 

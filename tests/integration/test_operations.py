@@ -18,11 +18,11 @@ import kmock
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from herald.demo import Emulator, Receiver, wait_for
 from herald.handlers import Runtime
 from herald.kube import API_GROUP, API_VERSION
 from herald.metrics import Metrics
 from herald.models import DeliveryOutcome, EventType, WebhookKind
+from herald.testing import Emulator, Receiver, wait_for
 
 from .conftest import NS, deploy, environment, secret, status_of, webhook
 from .operator_process import OperatorProcess

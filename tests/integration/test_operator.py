@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from herald.demo import Emulator, Receiver, wait_for
 from herald.events import LEDGER_ANNOTATION
 from herald.handlers import Runtime
+from herald.testing import Emulator, Receiver, wait_for
 
 from .conftest import NS, condition, deploy, environment, secret, status_of, webhook
 from .operator_process import OperatorProcess

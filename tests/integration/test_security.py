@@ -20,10 +20,10 @@ import trustme
 from prometheus_client import generate_latest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from herald.demo import Emulator, Receiver, running_operator, wait_for
 from herald.handlers import Runtime
 from herald.metrics import Metrics
 from herald.models import ObjectRef
+from herald.testing import Emulator, Receiver, running_operator, wait_for
 
 from .conftest import FAST, NS, condition, deploy, environment, secret, status_of, webhook
 from .tls_helpers import HostedReceiver, ScriptedResolver, server_tls

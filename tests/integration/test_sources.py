@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from herald.demo import Emulator, Receiver, SimulatedDeployment, wait_for
 from herald.handlers import Runtime
 from herald.kube import ApiConnection, KubeClient
 from herald.settings import Settings
 from herald.source_handlers import usable_sources
 from herald.sources import SOURCE_NAMES
+from herald.testing import Emulator, Receiver, SimulatedDeployment, wait_for
 
 from .conftest import FAST, NS, condition, environment, status_of, webhook
 from .operator_process import OperatorProcess

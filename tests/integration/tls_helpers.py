@@ -9,7 +9,7 @@ import ssl
 import trustme
 from aiohttp import web
 
-from herald.demo import Receiver
+from herald.testing import Receiver
 
 __all__ = ["HostedReceiver", "ScriptedResolver", "server_tls"]
 

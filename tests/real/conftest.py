@@ -25,7 +25,7 @@ import httpx
 import pytest
 import yaml
 
-from herald.demo import load_manifests, project_root
+from herald.testing import load_manifests, project_root
 from tests.cluster.controlplane import ControlPlane, free_port
 from tests.cluster.faultproxy import FaultProxy
 

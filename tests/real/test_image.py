@@ -18,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from herald.demo import Receiver, project_root, wait_for
+from herald.testing import Receiver, project_root, wait_for
 from tests.cluster.controlplane import ControlPlane, free_port
 from tests.cluster.docker import engine
 
@@ -67,6 +67,26 @@ def image() -> Iterator[str]:
             yield IMAGE
         finally:
             subprocess.run(["docker", "rmi", "-f", IMAGE], capture_output=True, check=False)
+
+
+def test_the_image_ships_no_api_emulator(image: str) -> None:
+    """kmock is the demo's and the tests' extra: the image has none, and says what demo needs."""
+    probe = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "python", image, "-c", "import kmock"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert probe.returncode != 0
+    assert "No module named 'kmock'" in probe.stderr
+    demo = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "herald", image, "demo"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert demo.returncode == 2
+    assert "herald[demo]" in demo.stderr
 
 
 def _container_settings() -> tuple[dict[str, Any], dict[str, str]]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from herald.demo import load_manifests, project_root
+from herald.testing import load_manifests, project_root
 from tests.cluster.controlplane import ControlPlane
 
 from .conftest import kubectl

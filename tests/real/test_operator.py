@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Awaitable, Callable
 
-from herald.demo import Receiver, wait_for
+from herald.testing import Receiver, wait_for
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.faultproxy import Rule
 

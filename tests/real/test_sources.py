@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from herald.demo import Receiver, project_root, wait_for
+from herald.testing import Receiver, project_root, wait_for
 from tests.cluster.controlplane import ControlPlane
 
 from .conftest import HeraldProcess, apply, environment, get_json, kubectl, webhook

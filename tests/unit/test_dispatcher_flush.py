@@ -8,12 +8,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from herald.delivery import AttemptResult, OutgoingRequest, Verdict
-from herald.demo import wait_for
 from herald.dispatcher import Dispatcher
 from herald.metrics import Metrics
 from herald.models import DeploymentEvent
 from herald.settings import Settings
 from herald.status import WebhookView, log_cap, parse_status, parse_webhook, to_patch
+from herald.testing import wait_for
 
 from .test_status import event
 

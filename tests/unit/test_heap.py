@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from herald.demo import wait_for
 from herald.heap import HeapKeeper
+from herald.testing import wait_for
 
 
 @pytest.fixture(autouse=True)

@@ -9,11 +9,11 @@ from typing import Any, cast
 
 import httpx
 
-from herald.demo import wait_for
 from herald.events import LEDGER_ANNOTATION
 from herald.kube import ApiError, KubeClient
 from herald.ledger import LEDGER_WRITERS, LedgerWriter
 from herald.models import NotifiedLedger
+from herald.testing import wait_for
 
 
 class FakeKube:
