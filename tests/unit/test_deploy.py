@@ -436,7 +436,8 @@ def test_dockerignore_keeps_the_context_small_and_the_build_inputs_in() -> None:
         if word == "COPY" and not rest.startswith("--from")
         for source in rest.split()[:-1]
     ]
-    assert copied == ["pyproject.toml", "constraints.txt", "README.md", "operator/"]
+    # pip-ca.pe[m]: a TLS-inspecting proxy's CA, copied only where a builder puts one in the context.
+    assert copied == ["pyproject.toml", "constraints.txt", "README.md", "pip-ca.pe[m]", "operator/"]
     for source in copied:
         assert not any(fnmatch.fnmatch(source.rstrip("/"), p) for p in patterns), f"{source} is ignored"
 
