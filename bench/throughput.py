@@ -28,6 +28,7 @@ from herald import USER_AGENT
 from herald.delivery import MAX_KEEPALIVE_CONNECTIONS, DeliveryClient
 from herald.demo import wait_for
 from herald.dispatcher import Dispatcher
+from herald.kube import Secret
 from herald.metrics import Metrics
 from herald.models import DeploymentEvent, EventType, WebhookKind
 from herald.payloads import format_for
@@ -70,7 +71,7 @@ class _NullSink:
 
 
 class _NoSecrets:
-    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+    async def read_secret(self, namespace: str, name: str) -> Secret | None:
         return None
 
 

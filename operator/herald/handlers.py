@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-import httpx
 import kopf
 
 from herald import USER_AGENT
@@ -36,7 +35,7 @@ from herald.events import (
     record_events,
 )
 from herald.index import WebhookIndex
-from herald.kube import API_GROUP, API_VERSION, ApiConnection, ApiError, KubeClient, write_temp_pem
+from herald.kube import API_GROUP, API_VERSION, ApiConnection, ApiError, KubeClient
 from herald.ledger import LedgerWriter
 from herald.matching import matches, selector_matches
 from herald.metrics import Metrics
@@ -88,7 +87,7 @@ class Runtime:
                 for namespace in self.settings.namespaces or (None,):
                     uids |= await self.kube.list_uids("webhooks", namespace)
                 uids |= await self.kube.list_uids("clusterwebhooks", None)
-            except (ApiError, httpx.HTTPError) as exc:
+            except ApiError as exc:
                 logger.warning("cannot list webhooks (%s); deployment events wait until Herald can", exc)
             else:
                 self.index.expect(uids)
@@ -121,21 +120,8 @@ class Runtime:
 
 
 def _api_connection(info: kopf.ConnectionInfo) -> ApiConnection:
-    def path(data: str | bytes | None) -> str | None:
-        if data is None:
-            return None
-        return write_temp_pem(data.encode() if isinstance(data, str) else data)
-
-    ca = info.ca_data.encode() if isinstance(info.ca_data, str) else info.ca_data
-    return ApiConnection(
-        server=info.server,
-        token=info.token,
-        ca_path=str(info.ca_path) if info.ca_path else None,
-        ca_data=ca,
-        cert_path=str(info.certificate_path) if info.certificate_path else path(info.certificate_data),
-        key_path=str(info.private_key_path) if info.private_key_path else path(info.private_key_data),
-        insecure=bool(info.insecure),
-    )
+    """kopf's own headers and TLS context: CA and client certificate from paths, PEM or base64."""
+    return ApiConnection(server=info.server, headers=info.as_http_headers(), tls=info.as_ssl_context())
 
 
 def login_info() -> kopf.ConnectionInfo:

@@ -10,6 +10,7 @@ from typing import Any
 from herald.delivery import AttemptResult, OutgoingRequest, Verdict
 from herald.demo import wait_for
 from herald.dispatcher import Dispatcher
+from herald.kube import Secret
 from herald.metrics import Metrics
 from herald.models import DeploymentEvent
 from herald.settings import Settings
@@ -53,7 +54,7 @@ class Sink:
 
 
 class NoSecrets:
-    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+    async def read_secret(self, namespace: str, name: str) -> Secret | None:
         return None
 
 
