@@ -186,7 +186,8 @@ async def test_disabling_holds_pending_retries_and_pings_and_enabling_resumes_th
         await asyncio.wait_for(d._workers[(False, hook.ref)].persisted(), timeout=10)
         held = status(d, hook)
         assert len(client.sent) == 1  # neither the retry nor the ping was attempted
-        assert len(held.pending) == 2 and "p-1" in {p.record.payload_id for p in held.pending}
+        assert len(held.pending) == 2
+        assert "p-1" in {p.record.payload_id for p in held.pending}
         assert [p.record.attempts for p in held.pending if p.record.payload_id == "p-1"] == [1]
         assert "disabled" in ready(d, hook)[2]
 
@@ -223,7 +224,8 @@ async def test_an_unreadable_secret_holds_the_delivery_without_spending_an_attem
         reads = secrets.reads
         await wait_for(lambda: secrets.reads > reads, timeout=10, what="the Secret read again")
         [pending] = status(d, hook).pending
-        assert pending.record.attempts == 0 and pending.record.outcome is DeliveryOutcome.PENDING
+        assert pending.record.attempts == 0
+        assert pending.record.outcome is DeliveryOutcome.PENDING
         assert client.sent == []
         assert "ns/creds" in ready(d, hook)[2]
 

@@ -92,7 +92,8 @@ async def test_the_writer_does_not_retry_what_the_client_gave_up_on_and_drops_a_
     w.enqueue("u1", "ns", "env-1")
     await wait_for(lambda: w.idle and len(kube.failures) == 1, timeout=5, what="u1 refused once")
     # Idle with the second failure unused: the writer gave up on u1 without a retry of its own.
-    assert len(kube.failures) == 1 and kube.written == []
+    assert len(kube.failures) == 1
+    assert kube.written == []
     w.enqueue("u1", "ns", "env-1")
     await wait_for(lambda: w.idle and not kube.failures, timeout=5, what="u1 dropped as gone")
     assert kube.written == []
