@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from herald.rbac import HERALD_CALLS, KOPF_CALLS
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 EXAMPLES = DEPLOY / "examples"
@@ -132,29 +134,25 @@ def grants(docs: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
     }
 
 
-HERALD_USES = {
-    # (Role kind, API group, resources, verbs)
-    ("ClusterRole", "herald.dev", ("webhooks", "clusterwebhooks"), ("get", "list", "watch", "patch")),
-    ("ClusterRole", "herald.dev", ("webhooks/status", "clusterwebhooks/status"), ("get", "patch")),
-    ("ClusterRole", "herald.dev", ("environments",), ("get", "list", "watch", "patch")),
-    ("ClusterRole", "herald.dev", ("environments/status",), ("get",)),
-    ("ClusterRole", "", ("secrets",), ("get",)),
-    ("ClusterRole", "", ("namespaces",), ("get", "list", "watch")),
-    ("ClusterRole", "apiextensions.k8s.io", ("customresourcedefinitions",), ("get", "list", "watch")),
-    ("ClusterRole", "", ("events",), ("create", "patch")),
-    ("ClusterRole", "events.k8s.io", ("events",), ("create", "patch")),
-    ("Role", "coordination.k8s.io", ("leases",), ("get", "list", "watch", "create", "update", "patch")),
-}
+ROLE_OF_SCOPE = {"cluster": "ClusterRole", "lease": "Role"}
 
 
-def test_rbac_grants_exactly_what_herald_uses(rendered: list[dict[str, Any]]) -> None:
-    expected = {
-        (kind, group, resource, verb)
-        for kind, group, resources, verbs in HERALD_USES
-        for resource in resources
-        for verb in verbs
+def needed() -> set[tuple[str, str, str, str]]:
+    """Every (Role kind, API group, resource, verb) derived from the calls Herald and kopf make."""
+    return {
+        (ROLE_OF_SCOPE[call.scope], call.group, call.resource, call.verb)
+        for call in (*HERALD_CALLS, *KOPF_CALLS)
     }
-    assert grants(rendered) == expected
+
+
+def test_rbac_grants_every_call_herald_makes(rendered: list[dict[str, Any]]) -> None:
+    missing = needed() - grants(rendered)
+    assert not missing, f"calls in herald/rbac.py that deploy/rbac.yaml does not grant: {sorted(missing)}"
+
+
+def test_rbac_grants_nothing_herald_does_not_call(rendered: list[dict[str, Any]]) -> None:
+    unused = grants(rendered) - needed()
+    assert not unused, f"grants in deploy/rbac.yaml with no call in herald/rbac.py: {sorted(unused)}"
 
 
 def test_rbac_has_no_wildcards(rendered: list[dict[str, Any]]) -> None:
