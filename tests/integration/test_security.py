@@ -338,6 +338,40 @@ async def test_secrets_appear_nowhere(
     assert leaks(exposition, needles) == []
 
 
+# ---------------------------------------------------------------- Secrets opt in
+
+
+async def test_a_secret_is_used_only_once_it_opts_in(
+    emu: Emulator, receiver: Receiver, operator: Runtime
+) -> None:
+    """Whoever may create a Webhook must not be able to have any Secret of the namespace sent out."""
+    plain = secret("db-password", {"secret": "hunter2"})
+    del plain["metadata"]["labels"]
+    await emu.create(plain)
+    await emu.create(
+        webhook("exfil", f"{receiver.url}/exfil", events=STARTED, secretRef={"name": "db-password"})
+    )
+    await wait_for(lambda: reason_is(emu, "exfil", "SecretNotAllowed"), timeout=10, what="SecretNotAllowed")
+    message = condition(emu, "Webhook", NS, "exfil")["message"]
+    assert f"Secret {NS}/db-password" in message
+    assert "herald.dev/webhook-secret=true" in message
+    await emu.create(environment("web"))
+    await deploy(emu, "web", "d-1", "QUEUED")
+    await wait_for(
+        lambda: any(d.get("outcome") == "Pending" for d in deliveries(emu, "exfil")),
+        timeout=10,
+        what="the delivery held",
+    )
+    assert receiver.on("/exfil") == []
+    assert "hunter2" not in json.dumps(emu.get("Webhook", NS, "exfil"))
+    # The Secret's owner opts in: the held delivery goes, with the value.
+    await emu.patch(
+        "Secret", NS, "db-password", {"metadata": {"labels": {"herald.dev/webhook-secret": "true"}}}
+    )
+    await wait_for(lambda: len(receiver.on("/exfil")) == 1, timeout=10, what="the delivery once opted in")
+    assert receiver.on("/exfil")[0].headers["Qovery-Secret"] == "hunter2"
+
+
 # ---------------------------------------------------------------- Secrets of other namespaces
 
 
