@@ -87,7 +87,7 @@ CONFIG_REASONS = SECRET_REASONS | {"InvalidCA", "InvalidSecret", "InvalidURL"}
 
 class StatusSink(Protocol):
     async def patch_status(
-        self, *, plural: str, namespace: str | None, name: str, status: Mapping[str, Any]
+        self, *, plural: str, namespace: str | None, name: str, status: Callable[[], Mapping[str, Any]]
     ) -> None: ...
 
 
@@ -648,11 +648,17 @@ class _Worker:
             quiet = clock - self._last_flush > owner.settings.status_interval
             delay = FLUSH_GRACE if quiet else self._last_flush + owner.settings.status_interval - clock
             await asyncio.sleep(max(0.0, min(delay, owner.settings.status_interval)))
-            seq, status = self._seq, self.status
             ref = self.view.ref
+            seq = self._seq
+
+            def newest() -> dict[str, Any]:  # rendered for each try: a retry writes the newest
+                nonlocal seq
+                seq = self._seq
+                return self._patch(self.status)
+
             try:  # the client retries transient failures until the status is stored
                 await owner.sink.patch_status(
-                    plural=self.plural, namespace=ref.namespace, name=ref.name, status=self._patch(status)
+                    plural=self.plural, namespace=ref.namespace, name=ref.name, status=newest
                 )
             except ApiNotFound:
                 logger.info("webhook %s is gone; its status is not written", ref)

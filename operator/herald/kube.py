@@ -276,17 +276,20 @@ class KubeClient:
         backoff: Backoff = DEFAULT_BACKOFF,
         params: Mapping[str, str] | None = None,
         json: Any = None,
+        body: Callable[[], Any] | None = None,
     ) -> Any:
-        """Make one call of the RBAC table, retrying transient failures by ``backoff``."""
+        """Make one call of the RBAC table, retrying transient failures by ``backoff``.
+
+        ``body``, when given, renders the JSON body afresh for each try (a retry sends the newest).
+        """
         method = _METHODS[call.verb]
         path = _path(call, namespace, name)
-        kwargs: dict[str, Any] = {"params": params, "json": json}
-        if call.verb == "patch":
-            kwargs["headers"] = _MERGE
+        headers = _MERGE if call.verb == "patch" else None
         retry = 0
         while True:
             try:
-                response = await self._once(method, path, **kwargs)
+                payload = body() if body is not None else json
+                response = await self._once(method, path, params=params, json=payload, headers=headers)
             except TRANSIENT as exc:
                 retry += 1
                 delay = backoff.delay(retry, exc.retry_after)
@@ -300,16 +303,14 @@ class KubeClient:
     # ------------------------------------------------------------ the calls
 
     async def patch_status(
-        self,
-        *,
-        plural: str,
-        namespace: str | None,
-        name: str,
-        status: Mapping[str, Any],
-        backoff: Backoff = DEFAULT_BACKOFF,
+        self, *, plural: str, namespace: str | None, name: str, status: Callable[[], Mapping[str, Any]]
     ) -> None:
+        """Write a status, retrying transient failures until it is stored (``UNTIL_STORED``);
+        ``status`` renders it for each try, so a retry writes the newest."""
         call = find(f"{API_GROUP}/{API_VERSION}", f"{plural}/status", "patch")
-        await self._call(call, namespace=namespace, name=name, json={"status": status}, backoff=backoff)
+        await self._call(
+            call, namespace=namespace, name=name, body=lambda: {"status": status()}, backoff=UNTIL_STORED
+        )
 
     async def patch_annotations(
         self, *, plural: str, namespace: str | None, name: str, annotations: Mapping[str, str]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from herald.delivery import AttemptResult, OutgoingRequest, Verdict
@@ -48,9 +48,9 @@ class Sink:
         self.patches: list[dict[str, Any]] = []
 
     async def patch_status(
-        self, *, plural: str, namespace: str | None, name: str, status: Mapping[str, Any]
+        self, *, plural: str, namespace: str | None, name: str, status: Callable[[], Mapping[str, Any]]
     ) -> None:
-        self.patches.append(dict(status))
+        self.patches.append(dict(status()))
 
 
 class NoSecrets:

@@ -171,13 +171,7 @@ async def read_labels(kube: KubeClient) -> Any:
 
 
 async def patch_status(kube: KubeClient) -> Any:
-    return await kube.patch_status(plural="webhooks", namespace="ns", name="hook", status={"a": 1})
-
-
-async def patch_status_patiently(kube: KubeClient) -> Any:
-    return await kube.patch_status(
-        plural="webhooks", namespace="ns", name="hook", status={"a": 1}, backoff=UNTIL_STORED
-    )
+    return await kube.patch_status(plural="webhooks", namespace="ns", name="hook", status=lambda: {"a": 1})
 
 
 async def read_lease(kube: KubeClient) -> Any:
@@ -219,12 +213,12 @@ Call = Callable[[KubeClient], Any]
         pytest.param(patch_status, [answer(404)], None, ApiNotFound, [], id="patch-404"),
         pytest.param(patch_status, [answer(422)], None, ApiInvalid, [], id="patch-422"),
         pytest.param(
-            patch_status_patiently,
+            patch_status,
             [answer(503)] * 8 + [answer(200)],
             None,
             None,
             [0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 30.0, 30.0],
-            id="until-stored",
+            id="status-until-stored",
         ),
         pytest.param(read_lease, [answer(503)], None, ApiServerError, [], id="lease-no-retry"),
         pytest.param(read_lease, [answer(404)], None, None, [], id="lease-absent"),
@@ -248,6 +242,15 @@ async def test_retry_decisions(
         await kube.aclose()
     assert api.sleeps == sleeps
     assert len(api.requests) == len(sleeps) + 1
+
+
+async def test_each_try_of_a_status_write_sends_the_newest_status() -> None:
+    api = Api(answer(503), answer(503), answer(200))
+    kube = api.client()
+    versions = iter(range(1, 10))
+    await kube.patch_status(plural="webhooks", namespace="ns", name="h", status=lambda: {"v": next(versions)})
+    await kube.aclose()
+    assert [json.loads(r.content) for r in api.requests] == [{"status": {"v": n}} for n in (1, 2, 3)]
 
 
 async def test_unreachable_is_raised_from_the_transport_error() -> None:

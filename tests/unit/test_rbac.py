@@ -33,7 +33,7 @@ def call_of(request: httpx.Request) -> tuple[str, str, str]:
 
 
 EVERY_METHOD: dict[str, Callable[[KubeClient], Awaitable[Any]]] = {
-    "patch_status": lambda k: k.patch_status(plural="webhooks", namespace="ns", name="h", status={}),
+    "patch_status": lambda k: k.patch_status(plural="webhooks", namespace="ns", name="h", status=dict),
     "patch_annotations": lambda k: k.patch_annotations(
         plural="environments", namespace="ns", name="e", annotations={}
     ),
@@ -46,7 +46,7 @@ EVERY_METHOD: dict[str, Callable[[KubeClient], Awaitable[Any]]] = {
 }
 # The same methods with the other values they are called with.
 OTHER_USES: list[Callable[[KubeClient], Awaitable[Any]]] = [
-    lambda k: k.patch_status(plural="clusterwebhooks", namespace=None, name="h", status={}),
+    lambda k: k.patch_status(plural="clusterwebhooks", namespace=None, name="h", status=dict),
     lambda k: k.list_uids("clusterwebhooks", None),
     lambda k: k.write_lease("herald-system", "herald", {}, create=True),
 ]
