@@ -310,6 +310,7 @@ class _Worker:
                 else "Webhook is valid and disabled (enabled: false); deliveries wait until it is enabled"
             )
             self._condition("Ready", True, "Ready", message)
+            self._wake.set()  # deliveries held for a Secret go now
 
     def _ping(self, value: str) -> None:
         event = ping_event(webhook=self.view.ref, nonce=value, created_at=self.owner.now())
