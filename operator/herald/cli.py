@@ -31,7 +31,7 @@ from pythonjsonlogger.json import JsonFormatter
 from herald import __version__
 from herald.handlers import Runtime, api_login, build_registry
 from herald.heap import HeapKeeper
-from herald.kube import API_GROUP, API_VERSION, KubeClient
+from herald.kube import KubeClient
 from herald.leader import LeaseConfig, LeaseElector
 from herald.metrics import Metrics
 from herald.settings import DEFAULT_RETRY_SCHEDULE, MAX_PENDING_LIMIT, Network, Settings
@@ -342,11 +342,9 @@ class Readiness:
         return fresh and (self.standby or (self.kopf_ready.is_set() and self.webhooks_known()))
 
     async def probe(self, kube: KubeClient, settings: Settings) -> None:
-        scope = f"/namespaces/{settings.namespaces[0]}" if settings.namespaces else ""
-        path = f"/apis/{API_GROUP}/{API_VERSION}{scope}/webhooks?limit=1"
         while True:
             try:
-                await kube.probe(path)
+                await kube.probe(settings.namespaces[0] if settings.namespaces else None)
             except Exception as exc:  # not ready; the reason is worth a line at DEBUG only
                 logging.getLogger("herald.health").debug("readiness probe failed: %s", exc)
             else:

@@ -7,10 +7,14 @@ one at a time, oldest first, which keeps a deployment's STARTED ahead of its ter
 The worker's ``WebhookStatus`` is the truth; it is patched onto the status subresource at most
 once per ``Settings.status_interval`` (the first patch after a quiet spell waits a short grace,
 so a prompt delivery is recorded already finished, in one patch). ``submit`` queues at once and
-hands back an awaitable that completes when the deliveries are persisted there; only then does
-the caller mark the event as notified: after a crash, deliveries resume from the status
-(attempts and next attempt time included) and an event notified twice is recognised by its
-``payload_id``.
+hands back an awaitable that completes when the deliveries are persisted there, and raises
+``NotPersisted`` if Herald stops before they are; only once it completes does the caller mark the
+event as notified: after a crash, deliveries resume from the status (attempts and next attempt
+time included) and an event notified twice is recognised by its ``payload_id``.
+
+An attempt is counted only when Herald tried the receiver. Deliveries are held, not failed, while
+the webhook is disabled (``enabled: false``) or its Secrets cannot be used (missing, not opted in,
+unreadable): Ready says why, and they resume, attempts intact, once that is mended.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any, Protocol
 
 from herald.delivery import AttemptResult, DeliveryClient, OutgoingRequest
 from herald.events import ping_event
+from herald.kube import ApiError, ApiNotFound, Secret
 from herald.metrics import Metrics
 from herald.models import (
     PREVIOUS_SIGNING_KEY,
@@ -62,28 +67,32 @@ from herald.status import (
     update_pending,
 )
 
-__all__ = ["Dispatcher", "EventPoster", "SecretProblem", "StatusSink"]
+__all__ = ["SECRET_LABEL", "Dispatcher", "EventPoster", "NotPersisted", "SecretProblem", "StatusSink"]
 
 logger = logging.getLogger("herald.dispatcher")
 
 # The first status patch after a quiet spell waits this long, so that a delivery answered
 # promptly is persisted once, already finished, instead of once pending and once done.
 FLUSH_GRACE = 0.2
-SECRET_REASONS = frozenset({"SecretNotFound", "SecretKeyNotFound", "InvalidSigningKey"})
+# Herald reads only the Secrets that opt in with this label set to "true": whoever may create a
+# webhook must not be able to have any Secret of a namespace sent to a URL of their choice.
+SECRET_LABEL = "herald.dev/webhook-secret"
+# Why a webhook's Secrets cannot be used; its deliveries wait (no attempt) until that is mended.
+SECRET_REASONS = frozenset(
+    {"SecretNotFound", "SecretKeyNotFound", "SecretNotAllowed", "SecretUnreadable", "InvalidSigningKey"}
+)
 # Failures a person fixes in a Secret or the spec; shown on Ready, not only on Degraded.
 CONFIG_REASONS = SECRET_REASONS | {"InvalidCA", "InvalidSecret", "InvalidURL"}
-# Backoff for a status patch the API server refused (it is retried until it lands).
-FLUSH_RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
 
 
 class StatusSink(Protocol):
     async def patch_status(
-        self, *, plural: str, namespace: str | None, name: str, status: Mapping[str, Any]
+        self, *, plural: str, namespace: str | None, name: str, status: Callable[[], Mapping[str, Any]]
     ) -> None: ...
 
 
 class SecretSource(Protocol):
-    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None: ...
+    async def read_secret(self, namespace: str, name: str) -> Secret | None: ...
 
 
 # (object's apiVersion/kind/metadata, event type Normal|Warning, reason, message)
@@ -97,6 +106,10 @@ class SecretProblem(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+class NotPersisted(Exception):
+    """Herald stopped before the deliveries of an event were stored: the event is not notified."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,21 +132,41 @@ class _SecretCache:
         self._source = source
         self._ttl = ttl
         self._clock = clock
-        self._entries: dict[tuple[str, str], tuple[float, dict[str, str] | None]] = {}
+        # A Secret that does not opt in is kept without its data; a failed read is not kept.
+        self._entries: dict[tuple[str, str], tuple[float, Secret | None]] = {}
+
+    async def _read(self, namespace: str, name: str, field: str) -> Secret | None:
+        try:
+            secret = await self._source.read_secret(namespace, name)
+        except ApiError as exc:  # the client already retried what was transient
+            raise SecretProblem(
+                "SecretUnreadable", f"{field}: cannot read Secret {namespace}/{name}: {exc}"
+            ) from exc
+        if secret is not None and secret.labels.get(SECRET_LABEL) != "true":
+            secret = Secret(data={}, labels=secret.labels)
+        return secret
 
     async def value(self, ref: SecretRef, *, namespace: str, field: str) -> str:
         key = (namespace, ref.name)
         now = self._clock()
         cached = self._entries.get(key)
         if cached is None or now - cached[0] > self._ttl:
-            cached = (now, await self._source.read_secret(namespace, ref.name))
+            cached = (now, await self._read(namespace, ref.name, field))
             self._entries[key] = cached
             if len(self._entries) > 4096:  # bounded: drop the oldest half
                 for old in sorted(self._entries, key=lambda k: self._entries[k][0])[:2048]:
                     del self._entries[old]
-        data = cached[1]
-        if data is None:
+        secret = cached[1]
+        if secret is None:
             raise SecretProblem("SecretNotFound", f"{field}: Secret {namespace}/{ref.name} not found")
+        if secret.labels.get(SECRET_LABEL) != "true":
+            raise SecretProblem(
+                "SecretNotAllowed",
+                f"{field}: Secret {namespace}/{ref.name} is not labelled {SECRET_LABEL}=true; Herald "
+                f"reads only Secrets that opt in: kubectl label secret -n {namespace} {ref.name} "
+                f"{SECRET_LABEL}=true",
+            )
+        data = secret.data
         if ref.key not in data:
             raise SecretProblem(
                 "SecretKeyNotFound", f"{field}: Secret {namespace}/{ref.name} has no key {ref.key!r}"
@@ -182,6 +215,8 @@ class _Worker:
         self._flushed = 0
         self._last_flush = float("-inf")
         self._persisted = asyncio.Condition()
+        self._closed = False  # no flush will happen any more
+        self._gone = False  # the webhook was deleted: nothing is left to store
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._rendered: dict[int, tuple[PendingDelivery, int, dict[str, Any]]] = {}  # see _patch
@@ -269,7 +304,13 @@ class _Worker:
         if ready is not None and ready.status == "True" and ready.observed_generation == self.view.generation:
             return  # already says so (a restart must not rewrite every webhook's status)
         if self.status.pause is None:
-            self._condition("Ready", True, "Ready", "Webhook is valid; deliveries are sent as events occur")
+            message = (
+                "Webhook is valid; deliveries are sent as events occur"
+                if spec.enabled
+                else "Webhook is valid and disabled (enabled: false); deliveries wait until it is enabled"
+            )
+            self._condition("Ready", True, "Ready", message)
+            self._wake.set()  # deliveries held for a Secret go now
 
     def _ping(self, value: str) -> None:
         event = ping_event(webhook=self.view.ref, nonce=value, created_at=self.owner.now())
@@ -333,9 +374,17 @@ class _Worker:
 
     # ------------------------------------------------------------ attempts
 
+    def _held(self) -> bool:
+        """Disabled, or Ready=False because its Secrets cannot be used: no attempt is made."""
+        spec = self.view.spec
+        if spec is not None and not spec.enabled:
+            return True
+        ready = condition(self.status, "Ready")
+        return ready is not None and ready.status == "False" and ready.reason in SECRET_REASONS
+
     def _next_due(self) -> tuple[PendingDelivery | None, float | None]:
         """The delivery to attempt now, or how long to wait for the next one (None: until woken)."""
-        if self.status.pause is not None or not self.status.pending:
+        if self.status.pause is not None or not self.status.pending or self._held():
             return None, None
         first = self.status.pending[0]  # pending is kept in due order
         due_at = due(first)[0]
@@ -375,13 +424,20 @@ class _Worker:
                 if recheck is not None and self.view.spec is not None:
                     await self._validate(self.view.spec)
             return
+        spec = self.view.spec
+        if spec is None:
+            return
+        try:  # outside the slot: reading Secrets may wait out an API server's backoff
+            target = await self._target(spec)
+        except SecretProblem as problem:  # held, not attempted: Ready says why, _validate re-checks
+            self._condition("Ready", False, problem.reason, problem.message)
+            return
         async with self.owner.slots:
             try:
-                await self._attempt(due)
+                await self._attempt(due, spec, target)
             except Exception as exc:  # recorded as a failed attempt and retried on schedule
                 logger.exception("attempt for %s failed unexpectedly", self.view.ref)
-                kind = self.view.spec.kind.value if self.view.spec else ""
-                self._apply(due, _internal_error(exc), kind=kind)
+                self._apply(due, _internal_error(exc), kind=spec.kind.value)
 
     async def _target(self, spec: WebhookSpec) -> _Target:
         ns = self.view.ref.namespace
@@ -418,46 +474,27 @@ class _Worker:
             raise SecretProblem("InvalidSpec", "no url")
         return _Target(url=url, secret=secret, signing_keys=keys, ca_pem=ca)
 
-    async def _attempt(self, pending: PendingDelivery) -> None:
-        spec = self.view.spec
-        if spec is None:
-            return
+    async def _attempt(self, pending: PendingDelivery, spec: WebhookSpec, target: _Target) -> None:
         owner = self.owner
         fmt = format_for(spec.kind)
-        result: AttemptResult
-        secrets: tuple[str, ...] = ()
-        try:
-            target = await self._target(spec)
-        except SecretProblem as problem:
-            result = AttemptResult(
-                verdict=Verdict.RETRY,
-                http_status=None,
-                error=f"{problem.reason}: {problem.message}",
-                reason=problem.reason,
-                retry_after=None,
-                duration_ms=0,
-                response_excerpt=b"",
-            )
-        else:
-            secrets = target.secrets()
-            request = OutgoingRequest(
-                url=target.url,
-                body=fmt.render(pending.notification),
-                content_type=fmt.content_type,
-                payload_id=pending.notification.payload_id,
-                secret=target.secret,
-                signing_keys=target.signing_keys,
-                ca_pem=target.ca_pem,
-            )
-            result = await owner.client.send(request, now=owner.now())
-            if result.verdict is Verdict.SUCCESS and result.http_status is not None:
-                rejected = fmt.check_response(result.http_status, result.response_excerpt)
-                if rejected is not None:
-                    result = dataclasses.replace(
-                        result, verdict=Verdict.PERMANENT, error=rejected, reason="ReceiverRejected"
-                    )
+        request = OutgoingRequest(
+            url=target.url,
+            body=fmt.render(pending.notification),
+            content_type=fmt.content_type,
+            payload_id=pending.notification.payload_id,
+            secret=target.secret,
+            signing_keys=target.signing_keys,
+            ca_pem=target.ca_pem,
+        )
+        result = await owner.client.send(request, now=owner.now())
+        if result.verdict is Verdict.SUCCESS and result.http_status is not None:
+            rejected = fmt.check_response(result.http_status, result.response_excerpt)
+            if rejected is not None:
+                result = dataclasses.replace(
+                    result, verdict=Verdict.PERMANENT, error=rejected, reason="ReceiverRejected"
+                )
         if result.error is not None:
-            result = dataclasses.replace(result, error=scrub(result.error, secrets))
+            result = dataclasses.replace(result, error=scrub(result.error, target.secrets()))
         owner.metrics.duration.observe(result.duration_ms / 1000)
         owner.metrics.attempts.labels(result=result.reason or result.verdict.value.lower()).inc()
         self._apply(pending, result, kind=spec.kind.value)
@@ -577,10 +614,13 @@ class _Worker:
     # ------------------------------------------------------------ persistence
 
     async def persisted(self) -> None:
-        """Wait until every change made so far is on the status subresource."""
+        """Wait until every change made so far is on the status subresource (or the webhook is
+        gone); raise ``NotPersisted`` if the worker closes first."""
         target = self._seq
         async with self._persisted:
-            await self._persisted.wait_for(lambda: self._flushed >= target or self._task.done())
+            await self._persisted.wait_for(lambda: self._flushed >= target or self._gone or self._closed)
+        if self._flushed < target and not self._gone:
+            raise NotPersisted(f"the status of {self.view.ref} was not stored before Herald stopped")
 
     def _patch(self, status: WebhookStatus) -> dict[str, Any]:
         """``to_patch``, rendering only the pending deliveries that changed since the last flush:
@@ -604,43 +644,49 @@ class _Worker:
 
     async def _flush_loop(self) -> None:
         owner = self.owner
-        failures = 0
         while self._flushed < self._seq:
             clock = owner.clock()
             quiet = clock - self._last_flush > owner.settings.status_interval
             delay = FLUSH_GRACE if quiet else self._last_flush + owner.settings.status_interval - clock
             await asyncio.sleep(max(0.0, min(delay, owner.settings.status_interval)))
-            seq, status = self._seq, self.status
             ref = self.view.ref
-            try:
+            seq = self._seq
+
+            def newest() -> dict[str, Any]:  # rendered for each try: a retry writes the newest
+                nonlocal seq
+                seq = self._seq
+                return self._patch(self.status)
+
+            try:  # the client retries transient failures until the status is stored
                 await owner.sink.patch_status(
-                    plural=self.plural, namespace=ref.namespace, name=ref.name, status=self._patch(status)
+                    plural=self.plural, namespace=ref.namespace, name=ref.name, status=newest
                 )
-            except Exception as exc:  # the API server or network refused: keep the change, retry
-                if getattr(exc, "status", None) == 404:
-                    logger.info("webhook %s is gone; its status is not written", ref)
-                    seq = self._seq
-                else:
-                    delay = FLUSH_RETRY_DELAYS[min(failures, len(FLUSH_RETRY_DELAYS) - 1)]
-                    failures += 1
-                    logger.warning("status patch of %s failed (%s); retrying in %ss", ref, exc, delay)
-                    await asyncio.sleep(delay)
-                    continue
+            except ApiNotFound:
+                logger.info("webhook %s is gone; its status is not written", ref)
+                self._gone = True
+                seq = self._seq
+            except ApiError as exc:  # refused for good (403, 422...): the next change tries again
+                logger.warning(
+                    "status of %s not stored: %s; it is written again with its next change", ref, exc
+                )
+                return
             else:
                 owner.metrics.status_patches.inc()
-            failures = 0
             self._last_flush = owner.clock()
             self._flushed = seq
             async with self._persisted:
                 self._persisted.notify_all()
 
-    async def close(self) -> None:
+    async def close(self, *, gone: bool = False) -> None:
+        """Stop; ``gone``: the webhook was deleted, so what was not stored no longer matters."""
+        self._gone = self._gone or gone
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         if self._flusher is not None and not self._flusher.done():
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(self._flusher, timeout=5)
+        self._closed = True
         async with self._persisted:
             self._persisted.notify_all()
 
@@ -680,7 +726,10 @@ class Dispatcher:
 
     def spawn(self, coro: Awaitable[None], *, name: str) -> None:
         async def run() -> None:
-            await coro
+            try:
+                await coro
+            except NotPersisted as exc:  # stopping: the event is handled again after the restart
+                logger.warning("%s; its events are not marked notified", exc)
 
         task = asyncio.create_task(run(), name=name)
         self._background.add(task)
@@ -735,12 +784,13 @@ class Dispatcher:
     async def forget(self, *, cluster: bool, ref: ObjectRef) -> None:
         worker = self._workers.pop((cluster, ref), None)
         if worker is not None:
-            await worker.close()
+            await worker.close(gone=True)
             self.metrics.pending.dec(len(worker.status.pending))
 
     def submit(self, deliveries: Iterable[tuple[WebhookView, DeploymentEvent]]) -> Awaitable[None]:
         """Queue deliveries now (their first attempts start at once); the returned awaitable
-        completes when every one of them is persisted on its webhook's status."""
+        completes when every one of them is persisted on its webhook's status, and raises
+        ``NotPersisted`` if Herald stops before that."""
         touched: dict[int, _Worker] = {}
         for view, event in deliveries:
             worker = self._worker(view)

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from herald.dispatcher import StatusSink
 from herald.events import (
     LEDGER_ANNOTATION,
     BadEnvironment,
@@ -35,7 +36,7 @@ from herald.events import (
     record_events,
 )
 from herald.index import WebhookIndex
-from herald.kube import ApiError
+from herald.kube import ApiNotFound
 from herald.matching import matches, selector_matches
 from herald.metrics import Metrics
 from herald.models import DeploymentEvent, EventType, NotifiedLedger, ObjectRef
@@ -53,7 +54,6 @@ __all__ = [
     "NamespaceLabels",
     "NamespaceUnreadable",
     "Retries",
-    "StatusSink",
     "choose",
     "needs_labels",
 ]
@@ -100,14 +100,6 @@ class Deliveries(Protocol):
     def spawn(self, coro: Awaitable[None], *, name: str) -> None: ...
 
     def post(self, view: WebhookView, type_: str, reason: str, message: str) -> None: ...
-
-
-class StatusSink(Protocol):
-    """Where webhook statuses are written (``kube.KubeClient``)."""
-
-    async def patch_status(
-        self, *, plural: str, namespace: str | None, name: str, status: Mapping[str, Any]
-    ) -> None: ...
 
 
 class LedgerQueue(Protocol):
@@ -329,14 +321,14 @@ class GoneWebhooks:
         self._gone = gone
 
     async def patch_status(
-        self, *, plural: str, namespace: str | None, name: str, status: Mapping[str, Any]
+        self, *, plural: str, namespace: str | None, name: str, status: Callable[[], Mapping[str, Any]]
     ) -> None:
         cluster, ref = plural == "clusterwebhooks", ObjectRef(namespace=namespace, name=name)
         held = self._index.get(cluster=cluster, ref=ref)  # before: one re-created meanwhile stays
         try:
             await self._sink.patch_status(plural=plural, namespace=namespace, name=name, status=status)
-        except ApiError as exc:
-            if exc.status == 404 and held is not None:
+        except ApiNotFound:
+            if held is not None:
                 self._gone(cluster, ref, held.uid)
             raise
 

@@ -25,7 +25,7 @@ from herald.delivery import DeliveryClient, Resolver
 from herald.dispatcher import Dispatcher
 from herald.flow import Flow, GoneWebhooks, Ledgers
 from herald.index import WebhookIndex
-from herald.kube import API_GROUP, API_VERSION, ApiConnection, KubeClient, write_temp_pem
+from herald.kube import API_GROUP, API_VERSION, ApiConnection, KubeClient
 from herald.ledger import LedgerWriter
 from herald.metrics import Metrics
 from herald.models import ObjectRef
@@ -59,21 +59,8 @@ class Runtime:
 
 
 def _api_connection(info: kopf.ConnectionInfo) -> ApiConnection:
-    def path(data: str | bytes | None) -> str | None:
-        if data is None:
-            return None
-        return write_temp_pem(data.encode() if isinstance(data, str) else data)
-
-    ca = info.ca_data.encode() if isinstance(info.ca_data, str) else info.ca_data
-    return ApiConnection(
-        server=info.server,
-        token=info.token,
-        ca_path=str(info.ca_path) if info.ca_path else None,
-        ca_data=ca,
-        cert_path=str(info.certificate_path) if info.certificate_path else path(info.certificate_data),
-        key_path=str(info.private_key_path) if info.private_key_path else path(info.private_key_data),
-        insecure=bool(info.insecure),
-    )
+    """kopf's own headers and TLS context: CA and client certificate from paths, PEM or base64."""
+    return ApiConnection(server=info.server, headers=info.as_http_headers(), tls=info.as_ssl_context())
 
 
 def in_cluster_server(env: Mapping[str, str]) -> str | None:

@@ -1,21 +1,29 @@
-"""The few Kubernetes API calls Herald makes outside kopf's own handling.
+"""Herald's Kubernetes API client: the calls it makes outside kopf's own watching.
 
-kopf watches and patches the object a handler is handling; Herald also writes the status of
-*other* objects (every webhook a delivery touches, from background workers) and reads Secrets
-and Namespaces on demand. That is four verbs, so a small httpx client does it rather than a
-second Kubernetes client library. Credentials come from the same login kopf uses (see
-``handlers``), passed here as a plain ``ApiConnection``.
+kopf watches and posts Events; Herald also writes the status of *other* objects (every webhook a
+delivery touches, from background workers), records the notified ledger on Environments, reads
+Secrets, Namespaces and its Lease, and lists its webhooks at startup. Each request is built from
+an entry of ``herald.rbac.HERALD_CALLS``, so the client cannot make a call RBAC does not grant.
 
-Errors: ``ApiError`` carries the HTTP status and the API server's ``reason``; a 404 on a read
-is not an error but ``None``.
+Like kopf's own client, failures are typed (``ApiNotFound``, ``ApiConflict``, ``ApiGone``,
+``ApiTooManyRequests``, ``ApiServerError``, ``ApiForbidden``, ``ApiUnreachable``...), each chained
+to the httpx error it came from, and one retry policy (``Backoff``) retries what is transient:
+429, 5xx, timeouts and connection errors, waiting at least what ``Retry-After`` asks. Callers pick
+how patient a call is (``NO_RETRY`` for the Lease, which keeps its own deadlines; ``UNTIL_STORED``
+for a status that must land) and never retry themselves.
+
+Credentials and TLS come from the connection kopf resolved at login, passed in as an
+``ApiConnection``; a 401 logs in again once (a rotated service-account token).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import datetime
+import logging
 import ssl
-import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,133 +31,302 @@ from typing import Any
 import httpx
 
 from herald import USER_AGENT
+from herald.rbac import ApiCall, find
+from herald.retry import parse_retry_after
 
-__all__ = ["API_GROUP", "API_VERSION", "ApiConnection", "ApiError", "KubeClient"]
+__all__ = [
+    "API_CONNECTIONS",
+    "API_GROUP",
+    "API_VERSION",
+    "DEFAULT_BACKOFF",
+    "NO_RETRY",
+    "TRANSIENT",
+    "UNTIL_STORED",
+    "ApiClientError",
+    "ApiConflict",
+    "ApiConnection",
+    "ApiError",
+    "ApiForbidden",
+    "ApiGone",
+    "ApiInvalid",
+    "ApiNotFound",
+    "ApiServerError",
+    "ApiTooManyRequests",
+    "ApiUnauthorized",
+    "ApiUnreachable",
+    "Backoff",
+    "KubeClient",
+    "Secret",
+    "error_for",
+]
+
+logger = logging.getLogger("herald.kube")
 
 API_GROUP = "herald.dev"
 API_VERSION = "v1alpha1"
-_MERGE = {"Content-Type": "application/merge-patch+json"}
-_LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 API_CONNECTIONS = 16
 _LIST_PAGE = 500  # objects per page when Herald lists its own kinds at startup
+_MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
 @dataclass(frozen=True, kw_only=True)
 class ApiConnection:
+    """Where the API server is and how to talk to it, as kopf's login resolved it."""
+
     server: str
-    token: str | None = field(default=None, repr=False)
-    ca_path: str | None = None
-    ca_data: bytes | None = field(default=None, repr=False)
-    cert_path: str | None = None
-    key_path: str | None = None
-    insecure: bool = False
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # Authorization
+    tls: ssl.SSLContext | None = field(default=None, repr=False)  # None: the system's CAs
+
+
+# ---------------------------------------------------------------- errors
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(f"Kubernetes API answered {status} {reason}: {message[:200]}")
+    """The API server refused a call (``status``) or could not be reached (``status`` None)."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, reason: str = "", retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
         self.status = status
         self.reason = reason
+        self.retry_after = retry_after  # seconds the server asked to wait, if it did
 
 
-def _ssl_context(conn: ApiConnection) -> ssl.SSLContext | bool:
-    if conn.insecure:
-        return False
-    ctx = ssl.create_default_context(cafile=conn.ca_path)
-    if conn.ca_data:
-        ctx.load_verify_locations(cadata=conn.ca_data.decode())
-    if conn.cert_path:
-        ctx.load_cert_chain(conn.cert_path, conn.key_path)
-    return ctx
+class ApiUnreachable(ApiError):
+    """No answer: connection refused or reset, TLS failure, timeout, pool exhausted."""
+
+
+class ApiClientError(ApiError):
+    """4xx."""
+
+
+class ApiUnauthorized(ApiClientError):
+    """401 even after logging in again, or no credentials at all."""
+
+
+class ApiForbidden(ApiClientError):
+    """403: RBAC does not grant the call."""
+
+
+class ApiNotFound(ApiClientError):
+    """404."""
+
+
+class ApiConflict(ApiClientError):
+    """409: a stale ``resourceVersion`` or an object that already exists."""
+
+
+class ApiGone(ApiClientError):
+    """410: a ``continue`` token or a watch's resourceVersion is too old."""
+
+
+class ApiInvalid(ApiClientError):
+    """422: the server's validation refused the body."""
+
+
+class ApiTooManyRequests(ApiClientError):
+    """429: API Priority and Fairness or a rate limit; retried after ``retry_after``."""
+
+
+class ApiServerError(ApiError):
+    """5xx."""
+
+
+# What a later try may cure: the one list the retry policy consults.
+TRANSIENT: tuple[type[ApiError], ...] = (ApiUnreachable, ApiTooManyRequests, ApiServerError)
+
+_BY_STATUS: Mapping[int, type[ApiError]] = {
+    401: ApiUnauthorized,
+    403: ApiForbidden,
+    404: ApiNotFound,
+    409: ApiConflict,
+    410: ApiGone,
+    422: ApiInvalid,
+    429: ApiTooManyRequests,
+}
+
+
+def error_for(response: httpx.Response, *, now: datetime.datetime) -> ApiError:
+    """The typed error for a non-2xx answer, with the server's reason and message (a Status)."""
+    code = response.status_code
+    cls = _BY_STATUS.get(code) or (
+        ApiClientError if 400 <= code < 500 else ApiServerError if 500 <= code < 600 else ApiError
+    )
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    status = body if isinstance(body, Mapping) and body.get("kind") == "Status" else {}
+    reason = str(status.get("reason") or "")
+    message = str(status.get("message") or "") or response.text[:200]
+    retry_after = parse_retry_after(response.headers.get("Retry-After"), now=now)
+    details = status.get("details")
+    if retry_after is None and isinstance(details, Mapping):
+        seconds = details.get("retryAfterSeconds")
+        retry_after = float(seconds) if isinstance(seconds, int | float) else None
+    return cls(
+        f"Kubernetes API answered {code} {reason or response.reason_phrase}: {message[:200]}",
+        status=code,
+        reason=reason,
+        retry_after=retry_after,
+    )
+
+
+# ---------------------------------------------------------------- the retry policy
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delays before each retry of a transient failure; ``forever`` keeps retrying at the last one.
+
+    A ``Retry-After`` longer than the scheduled delay wins (capped at ``retry_after_max``, so a
+    server cannot park Herald for an hour).
+    """
+
+    delays: tuple[float, ...]
+    forever: bool = False
+    retry_after_max: float = 60.0
+
+    def delay(self, retry: int, retry_after: float | None) -> float | None:
+        """Seconds before retry number ``retry`` (from 1); None when the policy gives up."""
+        if retry < 1:
+            raise ValueError(f"retries count from 1, got {retry}")
+        if retry > len(self.delays) and not (self.forever and self.delays):
+            return None
+        scheduled = self.delays[min(retry, len(self.delays)) - 1]
+        if retry_after is None:
+            return scheduled
+        return max(scheduled, min(retry_after, self.retry_after_max))
+
+
+DEFAULT_BACKOFF = Backoff((0.5, 1.0, 2.0, 5.0, 10.0))  # about 20 s, then the error is the caller's
+NO_RETRY = Backoff(())
+UNTIL_STORED = Backoff((0.5, 1.0, 2.0, 5.0, 10.0, 30.0), forever=True)
+
+
+# ---------------------------------------------------------------- the client
+
+
+@dataclass(frozen=True)
+class Secret:
+    data: Mapping[str, str]  # decoded; a key that is not UTF-8 text is left out
+    labels: Mapping[str, str]
 
 
 class KubeClient:
-    """One pooled connection to the API server, re-authenticated once on a 401."""
+    """One pooled connection to the API server."""
 
-    def __init__(self, login: Callable[[], Awaitable[ApiConnection]]) -> None:
+    def __init__(
+        self,
+        login: Callable[[], Awaitable[ApiConnection]],
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._login = login
+        self._transport = transport  # tests: httpx.MockTransport
+        self._sleep = sleep
         self._client: httpx.AsyncClient | None = None
 
     async def _connect(self) -> httpx.AsyncClient:
-        conn = await self._login()
-        headers = {"User-Agent": USER_AGENT}
-        if conn.token:
-            headers["Authorization"] = f"Bearer {conn.token}"
+        try:
+            conn = await self._login()
+        except Exception as exc:  # kopf.LoginError, an unreadable kubeconfig...
+            raise ApiUnauthorized(f"cannot log in to the Kubernetes API: {exc}") from exc
         return httpx.AsyncClient(
             base_url=conn.server,
-            headers=headers,
-            verify=_ssl_context(conn),
+            headers={"User-Agent": USER_AGENT, **conn.headers},
+            verify=conn.tls if conn.tls is not None else True,
             timeout=httpx.Timeout(30.0, connect=5.0),
             # A burst queues for a few kept-alive connections instead of opening (and closing)
             # a hundred: httpcore scans every pooled connection on each request.
             limits=httpx.Limits(max_connections=API_CONNECTIONS, max_keepalive_connections=API_CONNECTIONS),
             trust_env=False,
+            transport=self._transport,
         )
 
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        patch: bool = False,
-        params: Mapping[str, str] | None = None,
-    ) -> httpx.Response:
+    async def _once(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request (logging in again once on a 401), its failure typed."""
         for attempt in (1, 2):
             if self._client is None:
                 self._client = await self._connect()
-            response = await self._client.request(
-                method, path, json=json, params=params, headers=_MERGE if patch else None
-            )
+            try:
+                response = await self._client.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                raise ApiUnreachable(f"Kubernetes API unreachable: {type(exc).__name__}: {exc}") from exc
+            except httpx.HTTPError as exc:
+                raise ApiError(f"Kubernetes API call failed: {type(exc).__name__}: {exc}") from exc
             if response.status_code == 401 and attempt == 1:
-                await self._client.aclose()
-                self._client = None
+                await self.aclose()
                 continue
+            try:
+                response.raise_for_status()
+            except httpx.HTTPStatusError as exc:
+                raise error_for(response, now=datetime.datetime.now(tz=datetime.UTC)) from exc
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 
-    @staticmethod
-    def _check(response: httpx.Response) -> None:
-        if response.is_success:
-            return
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
-        reason = body.get("reason", "") if isinstance(body, Mapping) else ""
-        message = body.get("message", "") if isinstance(body, Mapping) else ""
-        raise ApiError(response.status_code, str(reason), str(message))
+    async def _call(
+        self,
+        call: ApiCall,
+        *,
+        namespace: str | None = None,
+        name: str | None = None,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        body: Callable[[], Any] | None = None,
+    ) -> Any:
+        """Make one call of the RBAC table, retrying transient failures by ``backoff``.
 
-    @staticmethod
-    def herald_path(plural: str, namespace: str | None, name: str, *, subresource: str = "") -> str:
-        scope = f"/namespaces/{namespace}" if namespace else ""
-        suffix = f"/{subresource}" if subresource else ""
-        return f"/apis/{API_GROUP}/{API_VERSION}{scope}/{plural}/{name}{suffix}"
+        ``body``, when given, renders the JSON body afresh for each try (a retry sends the newest).
+        """
+        method = _METHODS[call.verb]
+        path = _path(call, namespace, name)
+        headers = _MERGE if call.verb == "patch" else None
+        retry = 0
+        while True:
+            try:
+                payload = body() if body is not None else json
+                response = await self._once(method, path, params=params, json=payload, headers=headers)
+            except TRANSIENT as exc:
+                retry += 1
+                delay = backoff.delay(retry, exc.retry_after)
+                if delay is None:
+                    raise
+                logger.warning("%s %s failed (%s); retry %d in %.1fs", method, path, exc, retry, delay)
+                await self._sleep(delay)
+                continue
+            return response.json() if response.content else None
+
+    # ------------------------------------------------------------ the calls
 
     async def patch_status(
-        self, *, plural: str, namespace: str | None, name: str, status: Mapping[str, Any]
+        self, *, plural: str, namespace: str | None, name: str, status: Callable[[], Mapping[str, Any]]
     ) -> None:
-        path = self.herald_path(plural, namespace, name, subresource="status")
-        self._check(await self._request("PATCH", path, json={"status": status}, patch=True))
+        """Write a status, retrying transient failures until it is stored (``UNTIL_STORED``);
+        ``status`` renders it for each try, so a retry writes the newest."""
+        call = find(f"{API_GROUP}/{API_VERSION}", f"{plural}/status", "patch")
+        await self._call(
+            call, namespace=namespace, name=name, body=lambda: {"status": status()}, backoff=UNTIL_STORED
+        )
 
     async def patch_annotations(
         self, *, plural: str, namespace: str | None, name: str, annotations: Mapping[str, str]
     ) -> None:
-        path = self.herald_path(plural, namespace, name)
-        self._check(
-            await self._request("PATCH", path, json={"metadata": {"annotations": annotations}}, patch=True)
+        call = find(f"{API_GROUP}/{API_VERSION}", plural, "patch")
+        await self._call(
+            call, namespace=namespace, name=name, json={"metadata": {"annotations": annotations}}
         )
 
     async def list_uids(self, plural: str, namespace: str | None) -> set[str]:
         """The uids of every Herald object of a kind (in one namespace, or all), page by page."""
-        scope = f"/namespaces/{namespace}" if namespace else ""
-        path = f"/apis/{API_GROUP}/{API_VERSION}{scope}/{plural}"
+        call = find(f"{API_GROUP}/{API_VERSION}", plural, "list")
         uids: set[str] = set()
         params: dict[str, str] = {"limit": str(_LIST_PAGE)}
         while True:
-            response = await self._request("GET", path, params=params)
-            self._check(response)
-            page = response.json()
+            page = await self._call(call, namespace=namespace, params=params) or {}
             for item in page.get("items") or ():
                 uid = (item.get("metadata") or {}).get("uid")
                 if uid:
@@ -159,65 +336,93 @@ class KubeClient:
                 return uids
             params = {"limit": str(_LIST_PAGE), "continue": str(token)}
 
-    async def probe(self, path: str) -> None:
-        """A cheap read that proves the API server answers Herald (used by /readyz)."""
-        self._check(await self._request("GET", path))
+    async def probe(self, namespace: str | None) -> None:
+        """A cheap list of one Webhook that proves the API server answers Herald (``/readyz``)."""
+        call = find(f"{API_GROUP}/{API_VERSION}", "webhooks", "list")
+        await self._call(call, namespace=namespace, params={"limit": "1"}, backoff=NO_RETRY)
 
-    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
-        """The Secret's decoded data, or None when it does not exist."""
-        response = await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
-        if response.status_code == 404:
+    async def read_secret(self, namespace: str, name: str) -> Secret | None:
+        """The Secret's decoded data and its labels, or None when it does not exist."""
+        try:
+            body = await self._call(find("v1", "secrets", "get"), namespace=namespace, name=name)
+        except ApiNotFound:
             return None
-        self._check(response)
-        data = response.json().get("data") or {}
         decoded: dict[str, str] = {}
-        for key, value in data.items():
+        for key, value in (body.get("data") or {}).items():
             try:
                 decoded[str(key)] = base64.b64decode(str(value), validate=True).decode()
             except (binascii.Error, UnicodeDecodeError):
                 continue  # a key Herald cannot read is reported as missing by the caller
-        return decoded
+        return Secret(data=decoded, labels=_labels(body))
 
     async def read_namespace_labels(self, name: str) -> dict[str, str] | None:
-        response = await self._request("GET", f"/api/v1/namespaces/{name}")
-        if response.status_code == 404:
+        try:
+            body = await self._call(find("v1", "namespaces", "get"), name=name)
+        except ApiNotFound:
             return None
-        self._check(response)
-        labels = (response.json().get("metadata") or {}).get("labels") or {}
-        return {str(k): str(v) for k, v in labels.items()}
+        return _labels(body)
 
     async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
         """A core/v1 Event (about a cluster-scoped object: kopf posts the others)."""
-        self._check(await self._request("POST", f"/api/v1/namespaces/{namespace}/events", json=body))
+        await self._call(find("v1", "events", "create"), namespace=namespace, json=body)
+
+    async def can_list(self, api_version: str, resource: str, namespace: str | None) -> None:
+        """Raise unless Herald may list this kind here (ApiNotFound: the cluster does not serve it)."""
+        call = find(api_version, resource, "list")
+        await self._call(call, namespace=namespace, params={"limit": "1"}, backoff=NO_RETRY)
 
     async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
-        response = await self._request("GET", f"{_LEASES.format(namespace=namespace)}/{name}")
-        if response.status_code == 404:
+        """No retry: the elector keeps its own cadence and deadlines."""
+        try:
+            lease: dict[str, Any] = await self._call(
+                find("coordination.k8s.io/v1", "leases", "get"),
+                namespace=namespace,
+                name=name,
+                backoff=NO_RETRY,
+            )
+        except ApiNotFound:
             return None
-        self._check(response)
-        lease: dict[str, Any] = response.json()
         return lease
 
     async def write_lease(self, namespace: str, name: str, body: Mapping[str, Any], *, create: bool) -> bool:
         """Create or update the Lease; False when another writer got there first (409)."""
-        base = _LEASES.format(namespace=namespace)
-        if create:
-            response = await self._request("POST", base, json=body)
-        else:
-            response = await self._request("PATCH", f"{base}/{name}", json=body, patch=True)
-        if response.status_code == 409:
+        verb = "create" if create else "patch"
+        try:
+            await self._call(
+                find("coordination.k8s.io/v1", "leases", verb),
+                namespace=namespace,
+                name=None if create else name,
+                json=body,
+                backoff=NO_RETRY,
+            )
+        except ApiConflict:
             return False
-        self._check(response)
         return True
 
     async def aclose(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+            client, self._client = self._client, None
+            await client.aclose()
 
 
-def write_temp_pem(data: bytes) -> str:
-    """kopf hands CA data as bytes; ssl wants a path for ``cafile`` on some platforms."""
-    with tempfile.NamedTemporaryFile("wb", suffix=".pem", delete=False) as handle:
-        handle.write(data)
-        return handle.name
+_METHODS = {
+    "get": "GET",
+    "list": "GET",
+    "create": "POST",
+    "patch": "PATCH",
+    "update": "PUT",
+    "delete": "DELETE",
+}
+
+
+def _path(call: ApiCall, namespace: str | None, name: str | None) -> str:
+    base = "/api/v1" if call.api_version == "v1" else f"/apis/{call.api_version}"
+    plural, _, subresource = call.resource.partition("/")
+    scope = f"/namespaces/{namespace}" if namespace else ""
+    tail = f"/{name}" if name else ""
+    return f"{base}{scope}/{plural}{tail}{'/' + subresource if subresource else ''}"
+
+
+def _labels(body: Any) -> dict[str, str]:
+    labels = ((body or {}).get("metadata") or {}).get("labels") or {}
+    return {str(k): str(v) for k, v in labels.items()}

@@ -15,10 +15,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
-
 from herald.events import LEDGER_ANNOTATION, dump_ledger
-from herald.kube import ApiError, KubeClient
+from herald.kube import ApiError, ApiNotFound, KubeClient
 from herald.models import NotifiedLedger
 
 __all__ = ["LEDGER_WRITERS", "LedgerWriter"]
@@ -26,7 +24,6 @@ __all__ = ["LEDGER_WRITERS", "LedgerWriter"]
 logger = logging.getLogger("herald.ledger")
 
 LEDGER_WRITERS = 2  # ledger writes in flight at once
-RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
 
 
 @dataclass(frozen=True)
@@ -93,26 +90,20 @@ class LedgerWriter:
                 self._changed.set()
 
     async def _write(self, uid: str, target: _Target) -> None:
-        where = f"{target.namespace}/{target.name}"
-        for delay in RETRY_DELAYS:
-            ledger = self._newest(uid)
-            if ledger is None:
-                return
-            try:
-                await self._kube.patch_annotations(
-                    plural="environments",
-                    namespace=target.namespace,
-                    name=target.name,
-                    annotations={LEDGER_ANNOTATION: dump_ledger(ledger)},
-                )
-                return
-            except ApiError as exc:
-                if exc.status == 404:
-                    return  # the Environment is gone
-                logger.warning("cannot record notified events on %s: %s", where, exc)
-            except httpx.HTTPError as exc:
-                logger.warning("cannot record notified events on %s: %s", where, exc)
-            await asyncio.sleep(delay)
-        # Not recorded: after a restart the events are derived again and recognised by their
-        # payload_id on the webhooks' status, so nothing is sent twice.
-        logger.error("gave up recording notified events on %s", where)
+        """One write of the newest ledger; the client retries what is transient."""
+        ledger = self._newest(uid)
+        if ledger is None:
+            return
+        try:
+            await self._kube.patch_annotations(
+                plural="environments",
+                namespace=target.namespace,
+                name=target.name,
+                annotations={LEDGER_ANNOTATION: dump_ledger(ledger)},
+            )
+        except ApiNotFound:
+            return  # the Environment is gone
+        except ApiError as exc:
+            # Not recorded: after a restart the events are derived again and recognised by their
+            # payload_id on the webhooks' status, so nothing is sent twice.
+            logger.warning("cannot record notified events on %s/%s: %s", target.namespace, target.name, exc)

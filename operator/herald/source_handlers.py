@@ -18,11 +18,10 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import kopf
 from pydantic import ValidationError
 
-from herald.kube import API_GROUP, API_VERSION, ApiError, KubeClient
+from herald.kube import API_GROUP, API_VERSION, ApiError, ApiNotFound, ApiUnreachable, KubeClient
 from herald.matching import selector_matches
 from herald.models import EnvironmentSource, LabelSelector
 from herald.sources import (
@@ -44,7 +43,6 @@ ENVIRONMENTS_INDEX = "herald_source_environments"
 _TIMES = ("startedAt", "finishedAt", "lastTransitionTime")
 # Seconds between attempts at a status write the API server failed (429, 5xx, no answer): a
 # deployment's last change may have no later event to retry it.
-WRITE_RETRIES = (1.0, 5.0, 30.0)
 
 Target = tuple[str, ...]
 
@@ -130,9 +128,8 @@ def _essence(patch: Mapping[str, Any]) -> Any:
 class SourceWriter:
     """Serialises the decisions of one Environment and writes only what changed."""
 
-    def __init__(self, kube: Callable[[], KubeClient], *, retries: tuple[float, ...] = WRITE_RETRIES) -> None:
+    def __init__(self, kube: Callable[[], KubeClient]) -> None:
         self._kube = kube
-        self._retries = retries
         self._locks: dict[str, asyncio.Lock] = {}
         self._written: dict[str, Any] = {}
 
@@ -155,28 +152,17 @@ class SourceWriter:
     async def _write(self, namespace: str, name: str, uid: str, patch: Mapping[str, Any] | None) -> None:
         if patch is None or self._written.get(uid) == _essence(patch):
             return
-        for delay in (*self._retries, None):
-            try:
-                await self._kube().patch_status(
-                    plural="environments", namespace=namespace, name=name, status=patch
-                )
-                break
-            except (ApiError, httpx.HTTPError) as exc:
-                self._written.pop(uid, None)
-                transient = not isinstance(exc, ApiError) or exc.status == 429 or exc.status >= 500
-                if isinstance(exc, ApiError) and exc.status == 404:
-                    return  # the Environment is gone: nothing to write
-                if not transient or delay is None:
-                    logger.warning("cannot write the status of Environment %s/%s: %s", namespace, name, exc)
-                    return
-                logger.warning(
-                    "cannot write the status of Environment %s/%s (%s); again in %.0fs",
-                    namespace,
-                    name,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+        try:  # the client retries what a later try may cure (429, 5xx, timeouts) until stored
+            await self._kube().patch_status(
+                plural="environments", namespace=namespace, name=name, status=lambda: patch
+            )
+        except ApiNotFound:
+            self._written.pop(uid, None)
+            return  # the Environment is gone: nothing to write
+        except ApiError as exc:
+            self._written.pop(uid, None)
+            logger.warning("cannot write the status of Environment %s/%s: %s", namespace, name, exc)
+            return
         self._written[uid] = _essence(patch)
         deployment = patch.get("deployment") or {}
         if deployment:
@@ -304,30 +290,28 @@ async def usable_sources(
     served). 403: Herald may not read it (deploy/components/sources is not applied); it never
     runs, named or not, because kopf holds every handler until each watched kind is listed.
     """
-    scope = f"/namespaces/{namespaces[0]}" if namespaces else ""
     found: list[str] = []
     for flag in SOURCE_NAMES if named is None else named:
         source = next(s for s in SOURCES.values() if s.flag == flag)
         what = f"{source.plural}.{source.group}"
         try:
-            await kube.probe(f"/apis/{source.group}/{source.version}{scope}/{source.plural}?limit=1")
-        except ApiError as exc:
-            if exc.status == 404 and named is not None:
+            await kube.can_list(
+                f"{source.group}/{source.version}", source.plural, namespaces[0] if namespaces else None
+            )
+        except ApiNotFound:
+            if named is not None:
                 logger.warning("source %s on, though the cluster does not serve %s yet", flag, what)
                 found.append(flag)
-            elif exc.status == 404:
-                logger.info("source %s off: the cluster does not serve %s", flag, what)
             else:
-                log = logger.error if named is not None else logger.info
-                log(
-                    "source %s off: Herald may not list %s (%s); apply deploy/components/sources",
-                    flag,
-                    what,
-                    exc,
-                )
+                logger.info("source %s off: the cluster does not serve %s", flag, what)
             continue
-        except httpx.HTTPError as exc:
+        except ApiUnreachable as exc:
             logger.warning("source %s off: cannot ask the API server (%s)", flag, exc)
+            continue
+        except ApiError as exc:
+            log = logger.error if named is not None else logger.info
+            why = "apply deploy/components/sources"
+            log("source %s off: Herald may not list %s (%s); %s", flag, what, exc, why)
             continue
         found.append(flag)
     logger.info("sources on: %s", ", ".join(found) or "none")

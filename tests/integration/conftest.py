@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from herald.dispatcher import SECRET_LABEL
 from herald.handlers import Runtime
 from herald.metrics import Metrics
 from herald.settings import Settings
@@ -110,7 +111,7 @@ def secret(name: str, data: dict[str, str], *, namespace: str = NS) -> dict[str,
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace, "labels": {SECRET_LABEL: "true"}},
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
     }
 

@@ -203,10 +203,10 @@ async def test_unusable_signing_key_is_reported_without_its_value(
         )
         await wait_for(
             lambda name=name: any(
-                "InvalidSigningKey" in (d.get("error") or "") for d in deliveries(emu, name)
+                d.get("outcome") == "Pending" and not d.get("attempts") for d in deliveries(emu, name)
             ),
             timeout=10,
-            what=f"{name}: the refused attempt on the status",
+            what=f"{name}: the delivery held, with no attempt, on the status",
         )
     await wait_for(lambda: len(receiver.on("/witness")) == 2, timeout=10, what="the witness's deliveries")
     for name, leaked in values.items():
@@ -287,9 +287,9 @@ async def test_secrets_appear_nowhere(
         await emu.create(environment("web"))
         await deploy(emu, "web", "d-1", "QUEUED")
         await wait_for(
-            lambda: any("SecretNotFound" in (d.get("error") or "") for d in deliveries(emu, "std")),
+            lambda: any(d.get("outcome") == "Pending" for d in deliveries(emu, "std")),
             timeout=10,
-            what="std: an attempt without the Secret",
+            what="std: a delivery held without the Secret",
         )
         await emu.create(secret("std-keys", {"signingKey": key, "previous": previous}))
         await wait_for(lambda: len(receiver.on("/std")) == 2, timeout=10, what="std: 503 then 200")
@@ -336,6 +336,40 @@ async def test_secrets_appear_nowhere(
     exposition = generate_latest(metrics.registry).decode()
     assert "herald_delivery_attempts_total" in exposition
     assert leaks(exposition, needles) == []
+
+
+# ---------------------------------------------------------------- Secrets opt in
+
+
+async def test_a_secret_is_used_only_once_it_opts_in(
+    emu: Emulator, receiver: Receiver, operator: Runtime
+) -> None:
+    """Whoever may create a Webhook must not be able to have any Secret of the namespace sent out."""
+    plain = secret("db-password", {"secret": "hunter2"})
+    del plain["metadata"]["labels"]
+    await emu.create(plain)
+    await emu.create(
+        webhook("exfil", f"{receiver.url}/exfil", events=STARTED, secretRef={"name": "db-password"})
+    )
+    await wait_for(lambda: reason_is(emu, "exfil", "SecretNotAllowed"), timeout=10, what="SecretNotAllowed")
+    message = condition(emu, "Webhook", NS, "exfil")["message"]
+    assert f"Secret {NS}/db-password" in message
+    assert "herald.dev/webhook-secret=true" in message
+    await emu.create(environment("web"))
+    await deploy(emu, "web", "d-1", "QUEUED")
+    await wait_for(
+        lambda: any(d.get("outcome") == "Pending" for d in deliveries(emu, "exfil")),
+        timeout=10,
+        what="the delivery held",
+    )
+    assert receiver.on("/exfil") == []
+    assert "hunter2" not in json.dumps(emu.get("Webhook", NS, "exfil"))
+    # The Secret's owner opts in: the held delivery goes, with the value.
+    await emu.patch(
+        "Secret", NS, "db-password", {"metadata": {"labels": {"herald.dev/webhook-secret": "true"}}}
+    )
+    await wait_for(lambda: len(receiver.on("/exfil")) == 1, timeout=10, what="the delivery once opted in")
+    assert receiver.on("/exfil")[0].headers["Qovery-Secret"] == "hunter2"
 
 
 # ---------------------------------------------------------------- Secrets of other namespaces

@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
+from herald.rbac import HERALD_CALLS, KOPF_CALLS
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 EXAMPLES = DEPLOY / "examples"
@@ -133,38 +135,27 @@ def grants(docs: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
     }
 
 
-HERALD_USES = {
-    # (Role kind, API group, resources, verbs)
-    ("ClusterRole", "herald.dev", ("webhooks", "clusterwebhooks"), ("get", "list", "watch", "patch")),
-    ("ClusterRole", "herald.dev", ("webhooks/status", "clusterwebhooks/status"), ("get", "patch")),
-    ("ClusterRole", "herald.dev", ("environments",), ("get", "list", "watch", "patch")),
-    ("ClusterRole", "herald.dev", ("environments/status",), ("get",)),
-    ("ClusterRole", "", ("secrets",), ("get",)),
-    ("ClusterRole", "", ("namespaces",), ("get", "list", "watch")),
-    ("ClusterRole", "apiextensions.k8s.io", ("customresourcedefinitions",), ("get", "list", "watch")),
-    ("ClusterRole", "", ("events",), ("create", "patch")),
-    ("ClusterRole", "events.k8s.io", ("events",), ("create", "patch")),
-    ("Role", "coordination.k8s.io", ("leases",), ("get", "list", "watch", "create", "update", "patch")),
-}
+ROLE_OF_SCOPE = {"cluster": "ClusterRole", "lease": "Role", "sources": "ClusterRole"}
 
 
-def test_rbac_grants_exactly_what_herald_uses(rendered: list[dict[str, Any]]) -> None:
-    expected = {
-        (kind, group, resource, verb)
-        for kind, group, resources, verbs in HERALD_USES
-        for resource in resources
-        for verb in verbs
+def needed(*, sources: bool = False) -> set[tuple[str, str, str, str]]:
+    """Every (Role kind, API group, resource, verb) derived from the calls Herald and kopf make:
+    those of the default install, or (``sources``) those the optional sources component adds."""
+    return {
+        (ROLE_OF_SCOPE[call.scope], call.group, call.resource, call.verb)
+        for call in (*HERALD_CALLS, *KOPF_CALLS)
+        if (call.scope == "sources") == sources
     }
-    assert grants(rendered) == expected
 
 
-SOURCES_USE = {
-    ("ClusterRole", "herald.dev", ("environments/status",), ("patch",)),
-    ("ClusterRole", "apps", ("deployments",), ("get", "list", "watch")),
-    ("ClusterRole", "argoproj.io", ("applications",), ("get", "list", "watch")),
-    ("ClusterRole", "kustomize.toolkit.fluxcd.io", ("kustomizations",), ("get", "list", "watch")),
-    ("ClusterRole", "helm.toolkit.fluxcd.io", ("helmreleases",), ("get", "list", "watch")),
-}
+def test_rbac_grants_every_call_herald_makes(rendered: list[dict[str, Any]]) -> None:
+    missing = needed() - grants(rendered)
+    assert not missing, f"calls in herald/rbac.py that deploy/rbac.yaml does not grant: {sorted(missing)}"
+
+
+def test_rbac_grants_nothing_herald_does_not_call(rendered: list[dict[str, Any]]) -> None:
+    unused = grants(rendered) - needed()
+    assert not unused, f"grants in deploy/rbac.yaml with no call in herald/rbac.py: {sorted(unused)}"
 
 
 @pytest.fixture(scope="module")
@@ -181,13 +172,7 @@ def with_sources(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any
 def test_sources_component_adds_exactly_what_sources_use(
     rendered: list[dict[str, Any]], with_sources: list[dict[str, Any]]
 ) -> None:
-    added = {
-        (kind, group, resource, verb)
-        for kind, group, resources, verbs in SOURCES_USE
-        for resource in resources
-        for verb in verbs
-    }
-    assert grants(with_sources) - grants(rendered) == added
+    assert grants(with_sources) - grants(rendered) == needed(sources=True)
     assert grants(rendered) <= grants(with_sources)
     for kind, rule in rules(with_sources):
         assert set(rule) <= {"apiGroups", "resources", "verbs"}, (kind, rule)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from herald.delivery import AttemptResult, OutgoingRequest, Verdict
 from herald.dispatcher import Dispatcher
+from herald.kube import Secret
 from herald.metrics import Metrics
 from herald.models import DeploymentEvent
 from herald.settings import Settings
@@ -47,13 +48,13 @@ class Sink:
         self.patches: list[dict[str, Any]] = []
 
     async def patch_status(
-        self, *, plural: str, namespace: str | None, name: str, status: Mapping[str, Any]
+        self, *, plural: str, namespace: str | None, name: str, status: Callable[[], Mapping[str, Any]]
     ) -> None:
-        self.patches.append(dict(status))
+        self.patches.append(dict(status()))
 
 
 class NoSecrets:
-    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+    async def read_secret(self, namespace: str, name: str) -> Secret | None:
         return None
 
 

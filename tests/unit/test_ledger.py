@@ -7,10 +7,8 @@ import json
 from collections.abc import Mapping
 from typing import Any, cast
 
-import httpx
-
 from herald.events import LEDGER_ANNOTATION
-from herald.kube import ApiError, KubeClient
+from herald.kube import ApiNotFound, ApiServerError, KubeClient
 from herald.ledger import LEDGER_WRITERS, LedgerWriter
 from herald.models import NotifiedLedger
 from herald.testing import wait_for
@@ -83,12 +81,21 @@ async def test_queued_writes_for_one_environment_coalesce_and_never_overlap() ->
     await w.close(timeout=1)
 
 
-async def test_failures_are_retried_and_a_gone_environment_is_dropped() -> None:
+async def test_the_writer_does_not_retry_what_the_client_gave_up_on_and_drops_a_gone_environment() -> None:
+    """Retrying is the API client's (one policy); the writer makes one write per queued ledger."""
     kube, ledgers = FakeKube(), {"u1": ledger("a"), "u2": ledger("b")}
-    kube.failures = [httpx.ConnectError("refused"), ApiError(404, "NotFound", "gone")]
+    kube.failures = [
+        ApiServerError("503 after the client's retries", status=503),
+        ApiNotFound("gone", status=404),
+    ]
     w = writer(kube, ledgers)
     w.enqueue("u1", "ns", "env-1")
-    await wait_for(lambda: w.idle, timeout=5, what="u1 retried, then dropped as gone")
+    await wait_for(lambda: w.idle and len(kube.failures) == 1, timeout=5, what="u1 refused once")
+    # Idle with the second failure unused: the writer gave up on u1 without a retry of its own.
+    assert len(kube.failures) == 1
+    assert kube.written == []
+    w.enqueue("u1", "ns", "env-1")
+    await wait_for(lambda: w.idle and not kube.failures, timeout=5, what="u1 dropped as gone")
     assert kube.written == []
     w.enqueue("u2", "ns", "env-2")
     await wait_for(lambda: w.idle and kube.written, timeout=5, what="u2 written")
