@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import pytest
@@ -22,7 +22,7 @@ from herald.flow import (
     choose,
 )
 from herald.index import WebhookIndex
-from herald.kube import ApiError
+from herald.kube import ApiError, ApiNotFound, ApiServerError
 from herald.metrics import Metrics
 from herald.models import DeploymentEvent, EventType, NotifiedLedger, ObjectRef
 from herald.settings import Settings
@@ -512,10 +512,11 @@ class RefusingSink:
         self.status = status
 
     async def patch_status(
-        self, *, plural: str, namespace: str | None, name: str, status: Mapping[str, Any]
+        self, *, plural: str, namespace: str | None, name: str, status: Callable[[], Mapping[str, Any]]
     ) -> None:
         if self.status is not None:
-            raise ApiError(self.status, "NotFound" if self.status == 404 else "InternalError", "")
+            error = ApiNotFound if self.status == 404 else ApiServerError
+            raise error(f"answered {self.status}", status=self.status)
 
 
 @pytest.mark.parametrize(
@@ -536,8 +537,8 @@ async def test_a_status_patch_answering_404_reports_the_webhook_gone(
     gone: list[tuple[bool, ObjectRef, str]] = []
     sink = GoneWebhooks(RefusingSink(answer), index=index, gone=lambda *args: gone.append(args))
     if answer is None:
-        await sink.patch_status(plural="webhooks", namespace=NS, name="w", status={})
+        await sink.patch_status(plural="webhooks", namespace=NS, name="w", status=dict)
     else:  # raised on unchanged: the dispatcher handles it as before
         with pytest.raises(ApiError, match=str(answer)):
-            await sink.patch_status(plural="webhooks", namespace=NS, name="w", status={})
+            await sink.patch_status(plural="webhooks", namespace=NS, name="w", status=dict)
     assert gone == ([(False, ObjectRef(namespace=NS, name="w"), "u-w")] if told else [])
