@@ -356,8 +356,10 @@ class KubeClient:
         return Secret(data=decoded, labels=_labels(body))
 
     async def read_namespace_labels(self, name: str) -> dict[str, str] | None:
+        """No retry here: the flow holds only the ClusterWebhooks that need the labels and handles
+        the Environment again on its own schedule, so the namespace's other webhooks never wait."""
         try:
-            body = await self._call(find("v1", "namespaces", "get"), name=name)
+            body = await self._call(find("v1", "namespaces", "get"), name=name, backoff=NO_RETRY)
         except ApiNotFound:
             return None
         return _labels(body)
