@@ -41,8 +41,6 @@ logger = logging.getLogger("herald.sources")
 
 ENVIRONMENTS_INDEX = "herald_source_environments"
 _TIMES = ("startedAt", "finishedAt", "lastTransitionTime")
-# Seconds between attempts at a status write the API server failed (429, 5xx, no answer): a
-# deployment's last change may have no later event to retry it.
 
 Target = tuple[str, ...]
 
