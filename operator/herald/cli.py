@@ -10,10 +10,8 @@ import argparse
 import asyncio
 import dataclasses
 import errno
-import ipaddress
 import logging
 import os
-import re
 import socket
 import sys
 import time
@@ -25,6 +23,7 @@ import kopf
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+from pydantic import ValidationError
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
@@ -34,7 +33,7 @@ from herald.heap import HeapKeeper
 from herald.kube import KubeClient
 from herald.leader import LeaseConfig, LeaseElector
 from herald.metrics import Metrics
-from herald.settings import DEFAULT_RETRY_SCHEDULE, MAX_PENDING_LIMIT, Network, Settings
+from herald.settings import MAX_PENDING_LIMIT, Settings
 from herald.source_handlers import usable_sources
 from herald.sources import SOURCE_NAMES
 
@@ -66,180 +65,87 @@ def _bool(text: str) -> bool:
     raise ValueError(f"expected true or false, got {text!r}")
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise ValueError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise ValueError(f"expected a fraction in [0, 1), got {text!r}")
-    return value
-
-
-def _schedule(text: str) -> tuple[float, ...]:
-    values = tuple(float(part) for part in text.split(",") if part.strip())
-    if any(v < 0 for v in values):
-        raise ValueError("delays must not be negative")
-    return values
-
-
-def _networks(text: str) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip())
-
-
-_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-
-
 def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def _sources(text: str) -> tuple[str, ...]:
-    names = _names(text)
-    if names == ("none",):
-        return ()
-    unknown = [name for name in names if name not in SOURCE_NAMES]
-    if unknown or not names:
-        raise ValueError(
-            f"expected a comma-separated list of {', '.join(SOURCE_NAMES)} (or none), got {text!r}"
-        )
-    return tuple(dict.fromkeys(names))
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError(f"expected a port number, got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _pending(text: str) -> int:
-    value = _count(text)
-    if value > MAX_PENDING_LIMIT:
-        raise ValueError(
-            f"at most {MAX_PENDING_LIMIT}, the pending deliveries a webhook's status may hold "
-            f"(the CRDs' status.pending maxItems), got {text!r}"
-        )
-    return value
-
-
-# flag, variable, converter, Settings field, help
-OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
+# flag, variable, Settings field, help. Values are validated by Settings itself; the help gives
+# each default from there.
+OPTIONS: tuple[tuple[str, str, str, str], ...] = (
     (
         "--retry-schedule",
         "HERALD_RETRY_SCHEDULE",
-        _schedule,
         "retry_schedule",
-        "comma-separated delays in seconds before attempts 2, 3, ... (5,300,1800,7200,18000,36000,36000)",
+        "comma-separated delays in seconds before attempts 2, 3, ...",
     ),
-    (
-        "--retry-jitter",
-        "HERALD_RETRY_JITTER",
-        _fraction,
-        "retry_jitter",
-        "jitter fraction per delay (default 0.2)",
-    ),
-    (
-        "--delivery-timeout",
-        "HERALD_DELIVERY_TIMEOUT",
-        _positive,
-        "delivery_timeout",
-        "total seconds for one attempt (default 15)",
-    ),
-    (
-        "--connect-timeout",
-        "HERALD_CONNECT_TIMEOUT",
-        _positive,
-        "connect_timeout",
-        "connect seconds (default 5)",
-    ),
+    ("--retry-jitter", "HERALD_RETRY_JITTER", "retry_jitter", "jitter fraction per delay, in [0, 1)"),
+    ("--delivery-timeout", "HERALD_DELIVERY_TIMEOUT", "delivery_timeout", "total seconds for one attempt"),
+    ("--connect-timeout", "HERALD_CONNECT_TIMEOUT", "connect_timeout", "connect seconds"),
     (
         "--egress-allow",
         "HERALD_EGRESS_ALLOW",
-        _networks,
         "egress_allow",
         "comma-separated CIDRs allowed despite the egress policy",
     ),
     (
         "--egress-deny-private",
         "HERALD_EGRESS_DENY_PRIVATE",
-        _bool,
         "egress_deny_private",
         "also refuse private address ranges (true/false)",
     ),
-    (
-        "--require-https",
-        "HERALD_REQUIRE_HTTPS",
-        _bool,
-        "require_https",
-        "refuse http:// receivers (true/false)",
-    ),
+    ("--require-https", "HERALD_REQUIRE_HTTPS", "require_https", "refuse http:// receivers (true/false)"),
     (
         "--max-pending",
         "HERALD_MAX_PENDING",
-        _pending,
         "max_pending",
-        f"unfinished deliveries kept per webhook (100, at most {MAX_PENDING_LIMIT})",
+        f"unfinished deliveries kept per webhook (at most {MAX_PENDING_LIMIT}, what a status holds)",
     ),
-    ("--max-concurrency", "HERALD_MAX_CONCURRENCY", _count, "max_concurrency", "attempts in flight (64)"),
+    ("--max-concurrency", "HERALD_MAX_CONCURRENCY", "max_concurrency", "attempts in flight"),
     (
         "--status-interval",
         "HERALD_STATUS_INTERVAL",
-        _positive,
         "status_interval",
-        "seconds between status patches of one webhook (1)",
+        "seconds between status patches of one webhook",
     ),
-    (
-        "--secret-cache-ttl",
-        "HERALD_SECRET_CACHE_TTL",
-        _positive,
-        "secret_cache_ttl",
-        "seconds a Secret read is reused (10)",
-    ),
-    ("--health-port", "HERALD_HEALTH_PORT", _port, "health_port", "port of /healthz (8080; 0 disables)"),
-    ("--metrics-port", "HERALD_METRICS_PORT", _port, "metrics_port", "port of /metrics (9090; 0 disables)"),
+    ("--secret-cache-ttl", "HERALD_SECRET_CACHE_TTL", "secret_cache_ttl", "seconds a Secret read is reused"),
+    ("--health-port", "HERALD_HEALTH_PORT", "health_port", "port of /healthz and /readyz (0 disables)"),
+    ("--metrics-port", "HERALD_METRICS_PORT", "metrics_port", "port of /metrics (0 disables)"),
     (
         "--leader-election",
         "HERALD_LEADER_ELECTION",
-        _bool,
         "leader_election",
         "run only while holding a coordination.k8s.io Lease (true for more than one replica)",
     ),
-    ("--lease-namespace", "HERALD_LEASE_NAMESPACE", str, "lease_namespace", "namespace of the Lease"),
-    ("--lease-name", "HERALD_LEASE_NAME", str, "lease_name", "name of the Lease (herald)"),
+    ("--lease-namespace", "HERALD_LEASE_NAMESPACE", "lease_namespace", "namespace of the Lease"),
+    ("--lease-name", "HERALD_LEASE_NAME", "lease_name", "name of the Lease"),
     (
         "--lease-duration",
         "HERALD_LEASE_DURATION",
-        _positive,
         "lease_duration",
-        "seconds without renewal after which another replica takes over (15)",
-    ),
-    (
-        "--sources",
-        "HERALD_SOURCES",
-        _sources,
-        "sources",
-        f"deployment sources to run: {','.join(SOURCE_NAMES)} or none (default: each whose API is served)",
+        "seconds without renewal after which another replica takes over",
     ),
     (
         "--scanning",
         "HERALD_SCANNING",
-        _bool,
         "scanning",
         "kopf's cluster scanning (on/off; off where Herald may not list namespaces or CRDs)",
     ),
+    (
+        "--sources",
+        "HERALD_SOURCES",
+        "sources",
+        f"deployment sources to run: {','.join(SOURCE_NAMES)} or none (default: each whose API is served)",
+    ),
 )
+FIELDS = {field: (flag, variable) for flag, variable, field, _help in OPTIONS}
+FIELDS["namespaces"] = ("--namespace", "HERALD_NAMESPACE")
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings)}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value) or "none"
+    return "each source whose API is served" if value is None else str(value).lower()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -264,8 +170,9 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="watch every namespace (HERALD_ALL_NAMESPACES=true; the default)",
     )
-    for flag, variable, _conv, _field, text in OPTIONS:
-        run.add_argument(flag, default=None, help=f"{text} [{variable}]")
+    for flag, variable, field, text in OPTIONS:
+        default = f"; default {_shown(DEFAULTS[field])}" if field != "sources" else ""
+        run.add_argument(flag, default=None, help=f"{text} [{variable}{default}]")
     for sub in (run, commands.add_parser("demo", help="the whole flow with no cluster, then exit")):
         sub.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR [HERALD_LOG_LEVEL]")
         sub.add_argument("--log-format", default=None, choices=("plain", "json"), help="[HERALD_LOG_FORMAT]")
@@ -278,16 +185,13 @@ def _value(args: argparse.Namespace, env: Mapping[str, str], flag: str, variable
 
 
 def parse_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
-    """Settings from flags, then HERALD_* variables, then defaults; raises ValueError naming the culprit."""
+    """Settings from flags, then HERALD_* variables, then defaults; raises ValueError naming the
+    flag and the variable of the first value Settings refuses."""
     values: dict[str, Any] = {}
-    for flag, variable, convert, field, _text in OPTIONS:
+    for flag, variable, field, _text in OPTIONS:
         raw = _value(args, env, flag, variable)
-        if raw is None:
-            continue
-        try:
-            values[field] = convert(raw)
-        except ValueError as exc:
-            raise ValueError(f"{flag} / {variable}: {exc}") from None
+        if raw is not None:
+            values[field] = raw
     namespaces: tuple[str, ...] = tuple(args.namespace or ()) or _names(env.get("HERALD_NAMESPACE", ""))
     everything = _value(args, env, "--all-namespaces", "HERALD_ALL_NAMESPACES")
     try:
@@ -296,15 +200,13 @@ def parse_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings
         raise ValueError(f"--all-namespaces / HERALD_ALL_NAMESPACES: {exc}") from None
     if all_namespaces and namespaces:
         raise ValueError("--namespace and --all-namespaces exclude each other; choose one")
-    for namespace in namespaces:
-        if not _NAMESPACE.fullmatch(namespace):
-            raise ValueError(
-                f"--namespace / HERALD_NAMESPACE: {namespace!r} is not a namespace name "
-                "(lowercase letters, digits and '-'; patterns are not supported)"
-            )
     values["namespaces"] = None if all_namespaces else namespaces
-    values.setdefault("retry_schedule", DEFAULT_RETRY_SCHEDULE)
-    return Settings(**values)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        flag, variable = FIELDS[str(first["loc"][0])]
+        raise ValueError(f"{flag} / {variable}: {first['msg']} (got {first['input']!r})") from None
 
 
 def configure_logging(level: str, fmt: str) -> None:

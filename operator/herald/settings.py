@@ -1,11 +1,17 @@
-"""Herald's own settings: one frozen value with defaults, built from flags/env only in ``cli``."""
+"""Herald's own settings: one frozen value with its defaults and its bounds, validated when it is
+made (by ``herald run`` from flags and ``HERALD_*`` variables, or by a test), so a bad value is
+refused in one place whoever builds it."""
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+import re
+from typing import Annotated, Any, Literal
 
-__all__ = ["DEFAULT_RETRY_SCHEDULE", "MAX_PENDING_LIMIT", "Network", "Settings"]
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
+from pydantic.dataclasses import dataclass
+
+__all__ = ["DEFAULT_RETRY_SCHEDULE", "MAX_PENDING_LIMIT", "Network", "Settings", "SourceName"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -17,50 +23,97 @@ DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 3
 # the API server refuse every status patch of the webhook with 422.
 MAX_PENDING_LIMIT = 1000
 
+# The flags of the deployment sources (``herald.sources`` keys its table by them; a test holds
+# the two equal).
+SourceName = Literal["deployments", "argocd", "flux"]
 
-@dataclass(frozen=True, kw_only=True)
+
+def _listed(value: Any) -> Any:
+    """A comma-separated string (a flag or a variable) as a list; anything else as it is."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _networks(value: Any) -> Any:
+    return tuple(
+        ipaddress.ip_network(item, strict=False) if isinstance(item, str) else item for item in _listed(value)
+    )
+
+
+def _sources(value: Any) -> Any:
+    listed = _listed(value)
+    if listed == []:
+        raise ValueError("name at least one source, or none")
+    return () if listed == ["none"] else listed
+
+
+def _namespace(name: str) -> str:
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name):
+        raise ValueError(
+            f"{name!r} is not a namespace name "
+            "(lowercase letters, digits and '-'; patterns are not supported)"
+        )
+    return name
+
+
+Seconds = Annotated[float, Field(gt=0)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+@dataclass(frozen=True, kw_only=True, config=ConfigDict(extra="forbid"))
 class Settings:
     # Retry policy.
-    retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
-    retry_jitter: float = 0.2  # each delay is scaled by a factor in [1 - jitter, 1 + jitter]
-    retry_after_min: float = 1.0  # Retry-After is clamped to this range
-    retry_after_max: float = 3600.0
+    retry_schedule: Annotated[tuple[Annotated[float, Field(ge=0)], ...], BeforeValidator(_listed)] = (
+        DEFAULT_RETRY_SCHEDULE
+    )
+    # Each delay is scaled by a factor in [1 - jitter, 1 + jitter].
+    retry_jitter: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    retry_after_min: Seconds = 1.0  # Retry-After is clamped to this range
+    retry_after_max: Seconds = 3600.0
 
     # One attempt.
-    connect_timeout: float = 5.0
-    delivery_timeout: float = 15.0  # total, connect included
-    max_response_bytes: int = 64 * 1024  # the rest of a response body is never read
+    connect_timeout: Seconds = 5.0
+    delivery_timeout: Seconds = 15.0  # total, connect included
+    # The rest of a response body is never read.
+    max_response_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
 
     # Egress policy.
-    egress_allow: tuple[Network, ...] = ()
+    egress_allow: Annotated[tuple[Network, ...], BeforeValidator(_networks)] = ()
     egress_deny_private: bool = False
     require_https: bool = False
 
     # Bounds.
-    history_limit: int = 20  # recent deliveries kept on a webhook's status
-    max_pending: int = 100  # unfinished deliveries persisted per webhook, at most MAX_PENDING_LIMIT
-    max_concurrency: int = 64  # attempts in flight across all webhooks
-    status_interval: float = 1.0  # at most one status patch per webhook per interval
-    secret_cache_ttl: float = 10.0  # a rotated Secret is used within this many seconds
-    namespace_cache_ttl: float = 30.0  # namespace labels for ClusterWebhook namespaceSelector
+    history_limit: Annotated[int, Field(ge=1)] = 20  # recent deliveries kept on a webhook's status
+    # Unfinished deliveries persisted per webhook; a status holds at most MAX_PENDING_LIMIT.
+    max_pending: Annotated[int, Field(ge=1, le=MAX_PENDING_LIMIT)] = 100
+    max_concurrency: Annotated[int, Field(ge=1)] = 64  # attempts in flight across all webhooks
+    status_interval: Seconds = 1.0  # at most one status patch per webhook per interval
+    secret_cache_ttl: Annotated[float, Field(ge=0)] = (
+        10.0  # a rotated Secret is used within this many seconds (0: every read)
+    )
+    namespace_cache_ttl: Annotated[float, Field(ge=0)] = (
+        30.0  # namespace labels for ClusterWebhook namespaceSelector
+    )
 
     # Where to listen.
-    health_port: int = 8080
-    metrics_port: int = 9090
+    health_port: Port = 8080
+    metrics_port: Port = 9090
 
     # Two replicas: only the holder of the Lease runs the operator.
     leader_election: bool = False
     lease_namespace: str = "herald-system"
     lease_name: str = "herald"
-    lease_duration: float = 15.0
+    lease_duration: Annotated[float, Field(ge=3)] = 15.0
 
     # A watch request ends after this many seconds and kopf re-lists, healing silent connections.
-    watch_timeout: int = 300  # whole seconds: the API server refuses a fractional timeoutSeconds
+    # Whole seconds: the API server refuses a fractional timeoutSeconds.
+    watch_timeout: Annotated[int, Field(ge=1)] = 300
 
     # What to watch: None means all namespaces.
-    namespaces: tuple[str, ...] | None = None
+    namespaces: tuple[Annotated[str, AfterValidator(_namespace)], ...] | None = None
     scanning: bool = True
 
     # Deployment sources to run (deployments, argocd, flux); None: each whose API the cluster
     # serves, resolved by ``herald run`` at startup (a registry built from None runs none).
-    sources: tuple[str, ...] | None = None
+    sources: Annotated[tuple[SourceName, ...] | None, BeforeValidator(_sources)] = None

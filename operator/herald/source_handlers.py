@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from herald.kube import API_GROUP, API_VERSION, ApiError, ApiNotFound, ApiUnreachable, KubeClient
 from herald.matching import selector_matches
 from herald.models import EnvironmentSource, LabelSelector
+from herald.settings import SourceName
 from herald.sources import (
     SOURCE_NAMES,
     SOURCES,
@@ -279,8 +280,8 @@ def _watch(
 
 
 async def usable_sources(
-    kube: KubeClient, namespaces: tuple[str, ...] | None, named: tuple[str, ...] | None
-) -> tuple[str, ...]:
+    kube: KubeClient, namespaces: tuple[str, ...] | None, named: tuple[SourceName, ...] | None
+) -> tuple[SourceName, ...]:
     """The sources to run: ``named`` ones (--sources) or, by default, each the cluster serves.
 
     One list request per source (Flux: its Kustomizations), in the first watched namespace or
@@ -288,7 +289,7 @@ async def usable_sources(
     served). 403: Herald may not read it (deploy/components/sources is not applied); it never
     runs, named or not, because kopf holds every handler until each watched kind is listed.
     """
-    found: list[str] = []
+    found: list[SourceName] = []
     for flag in SOURCE_NAMES if named is None else named:
         source = next(s for s in SOURCES.values() if s.flag == flag)
         what = f"{source.plural}.{source.group}"

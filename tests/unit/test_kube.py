@@ -167,6 +167,12 @@ class Api:
 
 
 async def read_labels(kube: KubeClient) -> Any:
+    """A Secret's labels: a read with the default retries."""
+    secret = await kube.read_secret("team-a", "hook-secret")
+    return None if secret is None else secret.labels
+
+
+async def read_namespace_labels(kube: KubeClient) -> Any:
     return await kube.read_namespace_labels("team-a")
 
 
@@ -190,6 +196,8 @@ Call = Callable[[KubeClient], Any]
     ("call", "answers", "result", "error", "sleeps"),
     [
         pytest.param(read_labels, [OK], {"team": "a"}, None, [], id="ok"),
+        # Namespace labels: one try, the flow handles the Environment again on its own schedule.
+        pytest.param(read_namespace_labels, [answer(503), OK], None, ApiServerError, [], id="labels-once"),
         pytest.param(read_labels, [answer(503), OK], {"team": "a"}, None, [0.5], id="503-then-ok"),
         pytest.param(
             read_labels,

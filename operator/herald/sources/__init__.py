@@ -24,6 +24,7 @@ from typing import Any
 
 from herald.events import STARTED_STATES, TERMINAL_EVENTS
 from herald.models import DeploymentState
+from herald.settings import SourceName
 from herald.sources import argocd, deployments, flux
 from herald.sources.observed import Observed
 
@@ -63,7 +64,7 @@ _IN_FLIGHT = STARTED_STATES | {DeploymentState.CANCELING}
 class Source:
     """One ``spec.source`` field: the flag that turns it on, the kind it watches, its mapping."""
 
-    flag: str  # the name --sources / HERALD_SOURCES uses
+    flag: SourceName  # the name --sources / HERALD_SOURCES uses
     group: str
     version: str
     plural: str
@@ -110,7 +111,7 @@ SOURCES: Mapping[str, Source] = {
         compact=flux.compact,
     ),
 }
-SOURCE_NAMES: tuple[str, ...] = tuple(dict.fromkeys(s.flag for s in SOURCES.values()))
+SOURCE_NAMES: tuple[SourceName, ...] = tuple(dict.fromkeys(s.flag for s in SOURCES.values()))
 
 
 @dataclasses.dataclass(frozen=True)
