@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Awaitable, Callable
 
@@ -217,3 +218,28 @@ async def test_clusterwebhook_events_show_in_kubectl_describe(
         await eventually(described, timeout=30, what="the ping's Event in kubectl describe")
     finally:
         await kubectl(installed, "delete", "clusterwebhook", name, "--ignore-not-found", "--wait=false")
+
+
+async def test_two_replicas_starting_together_elect_one_leader(
+    installed: ControlPlane, namespace: str, receiver: Receiver, start_herald: Start
+) -> None:
+    """Both candidates find the Lease missing or free and write it; the API server's
+    resourceVersion check answers one of them 409, so exactly one delivers, once."""
+    lease = f"race-{namespace}"
+    env = {
+        "HERALD_NAMESPACE": namespace,
+        "HERALD_LEADER_ELECTION": "true",
+        "HERALD_LEASE_NAMESPACE": HERALD_NAMESPACE,
+        "HERALD_LEASE_NAME": lease,
+    }
+    await apply(installed, webhook("hook", namespace, f"{receiver.url}/hook"), environment("env", namespace))
+    first, second = await asyncio.gather(start_herald(**env), start_herald(**env))
+    for state in ("QUEUED", "DEPLOYED"):
+        await move(installed, namespace, "env", "d-1", state)
+    await wait_for(lambda: len(receiver.on("/hook")) >= 2, timeout=30, what="the deliveries")
+    found = await get_json(installed, "-n", HERALD_NAMESPACE, "lease", lease)
+    holders = [h for h in (first, second) if h.proc and f"-{h.proc.pid}-" in found["spec"]["holderIdentity"]]
+    assert len(holders) == 1
+    assert found["spec"]["leaseTransitions"] == 0
+    sent = [r.json()["event_type"] for r in receiver.on("/hook")]
+    assert sent == ["DEPLOYMENT_STARTED", "DEPLOYMENT_SUCCESSFUL"]
