@@ -41,12 +41,29 @@ from herald.models import (
     MAX_FILTER_ITEMS,
     MAX_NAME_LENGTH,
     MAX_URL_LENGTH,
+    CONTENT_TYPE_PATTERN,
+    DEFAULT_DISABLE_AFTER,
+    DURATION_PATTERN,
+    HEADER_VALUE_PATTERN,
+    MAX_CONTENT_TYPE_LENGTH,
+    MAX_HEADER_VALUE_LENGTH,
+    MAX_RATE_BURST,
+    MAX_RATE_PER_SECOND,
+    MAX_TEMPLATE_HEADERS,
+    MAX_TEMPLATE_LENGTH,
+    MSG_CLOUDEVENTS_KIND,
     MSG_EVENTS_EMPTY,
     MSG_EVENTS_UNIQUE,
+    MSG_HEADER_NAME,
+    MSG_HEADER_RESERVED,
+    MSG_TEMPLATE_KIND,
     MSG_URL_OR_SECRET,
     MSG_URL_SCHEME,
+    RESERVED_HEADERS,
     URL_PATTERN,
     Attempt,
+    CloudEventsMode,
+    CloudEventsOptions,
     Condition,
     DeliveryOutcome,
     DeliveryRecord,
@@ -61,8 +78,10 @@ from herald.models import (
     LabelSelectorRequirement,
     Named,
     PendingDelivery,
+    RateLimit,
     SecretRef,
     Service,
+    Template,
     WebhookKind,
     WebhookSpec,
 )
@@ -117,13 +136,16 @@ def example(kind: str, name: str | None = None) -> dict[str, Any]:
 
 
 def node(schema: Mapping[str, Any], path: str) -> dict[str, Any]:
-    """The subschema at a dotted path; ``[]`` steps into a list's items (``spec.events[]``)."""
+    """The subschema at a dotted path; ``[]`` steps into a list's items (``spec.events[]``), ``{}``
+    into a map's values (``spec.template.headers{}``)."""
     current: Any = schema
     for part in path.split("."):
-        name, items = part.removesuffix("[]"), part.endswith("[]")
+        name, items, values = part.removesuffix("[]").removesuffix("{}"), part.endswith("[]"), part.endswith("{}")
         current = current["properties"][name]
         if items:
             current = current["items"]
+        if values:
+            current = current["additionalProperties"]
     return dict(current)
 
 
@@ -452,6 +474,7 @@ ENUMS = [
         for kind in ("Webhook", "ClusterWebhook")
         for path, expected in [
             ("spec.kind", _values(WebhookKind)),
+            ("spec.cloudEvents.mode", _values(CloudEventsMode)),
             ("spec.events[]", [e.value for e in DEPLOYMENT_EVENTS]),
             ("spec.environmentTypesFilter[]", _values(EnvironmentType)),
             ("status.lastDelivery.event", _values(EventType)),
@@ -506,6 +529,20 @@ LIMITS = (
             ("spec.projectNamesFilter[]", "maxLength", MAX_NAME_LENGTH),
             ("spec.projectNamesFilter[]", "minLength", 1),
             ("spec.enabled", "default", WebhookSpec.model_fields["enabled"].default),
+            ("spec.template.body", "maxLength", MAX_TEMPLATE_LENGTH),
+            ("spec.template.body", "minLength", 1),
+            ("spec.template.contentType", "maxLength", MAX_CONTENT_TYPE_LENGTH),
+            ("spec.template.contentType", "pattern", CONTENT_TYPE_PATTERN),
+            ("spec.template.contentType", "default", Template.model_fields["content_type"].default),
+            ("spec.template.headers", "maxProperties", MAX_TEMPLATE_HEADERS),
+            ("spec.template.headers{}", "maxLength", MAX_HEADER_VALUE_LENGTH),
+            ("spec.template.headers{}", "pattern", HEADER_VALUE_PATTERN),
+            ("spec.cloudEvents.mode", "default", CloudEventsOptions.model_fields["mode"].default.value),
+            ("spec.rateLimit.perSecond", "maximum", MAX_RATE_PER_SECOND),
+            ("spec.rateLimit.burst", "maximum", MAX_RATE_BURST),
+            ("spec.rateLimit.burst", "default", RateLimit.model_fields["burst"].default),
+            ("spec.disableAfter", "pattern", DURATION_PATTERN),
+            ("spec.disableAfter", "default", DEFAULT_DISABLE_AFTER),
             ("status.deliveries", "maxItems", Settings().history_limit),
             ("status.sent", "maxItems", Settings().history_limit),
             ("status.deliveries[].attemptLog", "maxItems", ATTEMPT_LOG_LIMIT),
@@ -565,8 +602,20 @@ def test_cel_messages_are_the_models_constants() -> None:
             for _, _, sub in all_nodes(kind)
             for rule in sub.get("x-kubernetes-validations", ())
         }
-        assert set(rules) == {MSG_URL_OR_SECRET, MSG_URL_SCHEME, MSG_EVENTS_EMPTY, MSG_EVENTS_UNIQUE}
+        assert set(rules) == {
+            MSG_URL_OR_SECRET,
+            MSG_URL_SCHEME,
+            MSG_EVENTS_EMPTY,
+            MSG_EVENTS_UNIQUE,
+            MSG_TEMPLATE_KIND,
+            MSG_CLOUDEVENTS_KIND,
+            MSG_HEADER_NAME,
+            MSG_HEADER_RESERVED,
+        }
         assert rules[MSG_URL_OR_SECRET] == "has(self.url) != has(self.urlSecretRef)"
+        reserved = re.fullmatch(r"self\.all\(k, !k\.matches\('\(\?i\)\^\((.*)\)\$'\)\)", rules[MSG_HEADER_RESERVED])
+        assert reserved is not None
+        assert set(reserved.group(1).split("|")) == RESERVED_HEADERS
         assert rules[MSG_URL_SCHEME] == f"self.matches(r'{URL_PATTERN}')"
     assert not list(
         rule for _, _, sub in all_nodes("Environment") for rule in sub.get("x-kubernetes-validations", ())
@@ -587,6 +636,15 @@ FIELDS = [
     ("Webhook", "spec", WebhookSpec, {"namespaceSelector"}, True),
     ("ClusterWebhook", "spec.namespaceSelector", LabelSelector, set(), True),
     ("ClusterWebhook", "spec.namespaceSelector.matchExpressions[]", LabelSelectorRequirement, set(), True),
+    *(
+        (kind, path, model, set(), True)
+        for kind in ("Webhook", "ClusterWebhook")
+        for path, model in [
+            ("spec.template", Template),
+            ("spec.cloudEvents", CloudEventsOptions),
+            ("spec.rateLimit", RateLimit),
+        ]
+    ),
     *(("ClusterWebhook", f"spec.{field}", SecretRef, set(), False) for field, _ in REF_FIELDS),
     *(("Webhook", f"spec.{field}", SecretRef, {"namespace"}, False) for field, _ in REF_FIELDS),
     *(
@@ -691,7 +749,81 @@ SLACK_URL_REF = {"name": "herald-demo", "key": "url"}
 # (case id, example, merge patch, CEL message expected or None,
 #  whether the operator's parser rejects it too; None where the operator enforces it elsewhere)
 INVALID = [
-    ("unknown kind", STANDARD, {"spec": {"kind": "TEAMS"}}, None, True),
+    ("unknown kind", STANDARD, {"spec": {"kind": "DISCORD"}}, None, True),
+    ("custom without template", STANDARD, {"spec": {"kind": "CUSTOM"}}, MSG_TEMPLATE_KIND, True),
+    ("template on a STANDARD webhook", STANDARD, {"spec": {"template": {"body": "{}"}}}, MSG_TEMPLATE_KIND, True),
+    ("empty template", STANDARD, {"spec": {"kind": "CUSTOM", "template": {"body": ""}}}, None, True),
+    (
+        "template too long",
+        STANDARD,
+        {"spec": {"kind": "CUSTOM", "template": {"body": "x" * (MAX_TEMPLATE_LENGTH + 1)}}},
+        None,
+        True,
+    ),
+    (
+        "bad content type",
+        STANDARD,
+        {"spec": {"kind": "CUSTOM", "template": {"body": "{}", "contentType": "json"}}},
+        None,
+        True,
+    ),
+    (
+        "header name with a colon",
+        STANDARD,
+        {"spec": {"kind": "CUSTOM", "template": {"body": "{}", "headers": {"X-A:b": "1"}}}},
+        MSG_HEADER_NAME,
+        True,
+    ),
+    *(
+        (
+            f"reserved header {name}",
+            STANDARD,
+            {"spec": {"kind": "CUSTOM", "template": {"body": "{}", "headers": {name: "1"}}}},
+            MSG_HEADER_RESERVED,
+            True,
+        )
+        for name in ("Content-Type", "qovery-secret", "Webhook-Signature", "HOST")
+    ),
+    (
+        "header value with a newline",
+        STANDARD,
+        {"spec": {"kind": "CUSTOM", "template": {"body": "{}", "headers": {"X-A": "a\r\nb: c"}}}},
+        None,
+        True,
+    ),
+    (
+        "too many headers",
+        STANDARD,
+        {
+            "spec": {
+                "kind": "CUSTOM",
+                "template": {"body": "{}", "headers": {f"X-{i}": "1" for i in range(MAX_TEMPLATE_HEADERS + 1)}},
+            }
+        },
+        None,
+        True,
+    ),
+    (
+        "cloudEvents on a STANDARD webhook",
+        STANDARD,
+        {"spec": {"cloudEvents": {"mode": "binary"}}},
+        MSG_CLOUDEVENTS_KIND,
+        True,
+    ),
+    (
+        "unknown cloudEvents mode",
+        STANDARD,
+        {"spec": {"kind": "CLOUDEVENTS", "cloudEvents": {"mode": "batched"}}},
+        None,
+        True,
+    ),
+    ("rate of zero", STANDARD, {"spec": {"rateLimit": {"perSecond": 0}}}, None, True),
+    ("rate too high", STANDARD, {"spec": {"rateLimit": {"perSecond": 1000}}}, None, True),
+    ("rate without perSecond", STANDARD, {"spec": {"rateLimit": {"burst": 2}}}, None, True),
+    ("burst of zero", STANDARD, {"spec": {"rateLimit": {"perSecond": 1, "burst": 0}}}, None, True),
+    ("disableAfter in days", STANDARD, {"spec": {"disableAfter": "5d"}}, None, True),
+    ("disableAfter negative", STANDARD, {"spec": {"disableAfter": "-1h"}}, None, True),
+    ("cluster template on SLACK", CLUSTER, {"spec": {"template": {"body": "{}"}}}, MSG_TEMPLATE_KIND, True),
     ("missing kind", STANDARD, {"spec": {"kind": None}}, None, True),
     ("missing events", STANDARD, {"spec": {"events": None}}, None, True),
     ("empty events", STANDARD, {"spec": {"events": []}}, MSG_EVENTS_EMPTY, True),
@@ -916,6 +1048,8 @@ def _full_status() -> dict[str, Any]:
         observed_generation=2,
     )
     status = WebhookStatus(
+        failing_since=NOW,
+        handled_enable="1",
         observed_generation=2,
         conditions=(ready,),
         last_delivery=record,
