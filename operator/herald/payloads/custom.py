@@ -48,6 +48,21 @@ _ENVIRONMENT = SandboxedEnvironment(
 )
 
 
+def _dumps(value: Any, **options: Any) -> str:
+    """``tojson``'s encoder: an undefined value fails with its own message (which name is missing),
+    not as an object JSON cannot encode."""
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, jinja2.Undefined):
+            obj._fail_with_undefined_error()
+        raise TypeError(f"{type(obj).__name__} values cannot be written as JSON")
+
+    return json.dumps(value, default=default, **options)
+
+
+_ENVIRONMENT.policies["json.dumps_function"] = _dumps
+
+
 @functools.lru_cache(maxsize=256)
 def _compiled(source: str) -> jinja2.Template:
     return _ENVIRONMENT.from_string(source)
