@@ -1,4 +1,5 @@
-"""``herald run`` and ``herald demo``. Flags and ``HERALD_*`` variables are read here and only here.
+"""``herald run``, ``herald demo`` and ``herald render``. Flags and ``HERALD_*`` variables are read
+here and only here.
 
 Every flag has an environment equivalent (a container is configured by env); a flag wins over
 its variable. A bad value stops the program with a message naming the flag and the variable.
@@ -23,16 +24,21 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import kopf
+import yaml
 from aiohttp import web
 from prometheus_client import start_http_server
 
-from herald import __version__
+from herald import USER_AGENT, __version__
+from herald.events import BadEnvironment
 from herald.handlers import Runtime, api_login, build_registry
 from herald.heap import HeapKeeper
 from herald.kube import API_GROUP, API_VERSION, KubeClient
 from herald.leader import LeaseConfig, LeaseElector
 from herald.metrics import Metrics
+from herald.models import EventType, SecretRef, WebhookSpec
+from herald.payloads import RenderError, format_for, sample
 from herald.settings import DEFAULT_RETRY_SCHEDULE, Network, Settings
+from herald.status import parse_webhook
 
 __all__ = ["main", "parse_settings"]
 
@@ -239,6 +245,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     for flag, variable, _conv, _field, text in OPTIONS:
         run.add_argument(flag, default=None, help=f"{text} [{variable}]")
+    render = commands.add_parser(
+        "render",
+        help="print the request a webhook would send for an event, offline (no cluster)",
+        description="Print the headers and body a Webhook or ClusterWebhook manifest would send for one "
+        "event of an Environment (a built-in sample by default). Secrets are not read: the headers "
+        "they fill are shown as placeholders.",
+    )
+    render.add_argument(
+        "-f", "--filename", required=True, help="the Webhook or ClusterWebhook manifest (YAML)"
+    )
+    render.add_argument("--environment", help="an Environment manifest (YAML); default: a built-in sample")
+    render.add_argument(
+        "--event",
+        choices=[e.value for e in EventType],
+        help="the event to render (default: the webhook's first event)",
+    )
     for sub in (run, commands.add_parser("demo", help="the whole flow with no cluster, then exit")):
         sub.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR [HERALD_LOG_LEVEL]")
         sub.add_argument("--log-format", default=None, choices=("plain", "json"), help="[HERALD_LOG_FORMAT]")
@@ -412,6 +434,64 @@ async def run_operator(settings: Settings) -> int:
             await health.cleanup()
 
 
+def _manifest(path: str, kinds: tuple[str, ...]) -> dict[str, Any]:
+    """The one document of ``kinds`` in a YAML file; ValueError with a message otherwise."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            docs = [d for d in yaml.safe_load_all(file) if d is not None]
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not YAML: {str(exc).splitlines()[0]}") from None
+    found = [d for d in docs if isinstance(d, dict) and d.get("kind") in kinds]
+    if len(found) != 1:
+        raise ValueError(f"{path}: expected one {' or '.join(kinds)}, found {len(found)}")
+    return found[0]
+
+
+def _ref(ref: SecretRef) -> str:
+    return f"Secret {ref.namespace + '/' if ref.namespace else ''}{ref.name} key {ref.key}"
+
+
+def _webhook_spec(path: str) -> WebhookSpec:
+    doc = _manifest(path, ("Webhook", "ClusterWebhook"))
+    view = parse_webhook(doc, cluster=doc["kind"] == "ClusterWebhook")
+    if view.spec is None:
+        raise ValueError(f"{path}: {view.spec_error}")
+    return view.spec
+
+
+def render_webhook(path: str, *, environment: str | None, event: str | None) -> int:
+    """``herald render``: the request line, headers and body, as the operator would send them."""
+    try:
+        spec = _webhook_spec(path)
+        env_doc = _manifest(environment, ("Environment",)) if environment else sample.FULL
+        event_type = EventType(event) if event else spec.events[0]
+        notification = sample.sample_event(event_type, env_doc)
+        rendered = format_for(spec.kind).render(notification, spec)
+    except (ValueError, BadEnvironment, RenderError) as exc:
+        print(f"herald render: {exc}", file=sys.stderr)
+        return 2
+    if event_type not in (*spec.events, EventType.WEBHOOK_TEST):
+        print(f"herald render: note: this webhook is not sent {event_type.value} events", file=sys.stderr)
+    url = f"<the URL in {_ref(spec.url_secret_ref)}>" if spec.url_secret_ref is not None else spec.url
+    lines = [f"POST {url}", f"Content-Type: {rendered.content_type}", f"User-Agent: {USER_AGENT}"]
+    lines += [f"{name}: {value}" for name, value in rendered.headers]
+    if spec.secret_ref is not None:
+        value = f"<the value of {_ref(spec.secret_ref)}>"
+        lines += [f"Qovery-Secret: {value}", f"Qovery-Signature: {value}"]
+    if spec.signing_secret_ref is not None:
+        lines += [
+            f"webhook-id: {notification.payload_id}",
+            "webhook-timestamp: <the time of each attempt>",
+            f"webhook-signature: <signed with {_ref(spec.signing_secret_ref)}>",
+        ]
+    sys.stdout.write("\n".join(lines) + "\n\n")
+    sys.stdout.flush()
+    sys.stdout.buffer.write(rendered.body + b"\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -424,6 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if fmt not in ("plain", "json"):
         parser.error(f"--log-format / HERALD_LOG_FORMAT: expected plain or json, got {fmt!r}")
     configure_logging(level, fmt)
+    if args.command == "render":
+        return render_webhook(args.filename, environment=args.environment, event=args.event)
     if args.command == "demo":
         from herald.demo import run_demo
 

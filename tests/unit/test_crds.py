@@ -31,26 +31,26 @@ from pydantic import BaseModel, ValidationError
 
 from herald import models
 from herald.models import (
+    CONTENT_TYPE_PATTERN,
     DEFAULT_CA_KEY,
+    DEFAULT_DISABLE_AFTER,
     DEFAULT_SECRET_KEY,
     DEFAULT_SIGNING_KEY,
     DEFAULT_URL_KEY,
     DEPLOYMENT_EVENTS,
     DNS_SUBDOMAIN_PATTERN,
-    MAX_DESCRIPTION_LENGTH,
-    MAX_FILTER_ITEMS,
-    MAX_NAME_LENGTH,
-    MAX_URL_LENGTH,
-    CONTENT_TYPE_PATTERN,
-    DEFAULT_DISABLE_AFTER,
     DURATION_PATTERN,
     HEADER_VALUE_PATTERN,
     MAX_CONTENT_TYPE_LENGTH,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_FILTER_ITEMS,
     MAX_HEADER_VALUE_LENGTH,
+    MAX_NAME_LENGTH,
     MAX_RATE_BURST,
     MAX_RATE_PER_SECOND,
     MAX_TEMPLATE_HEADERS,
     MAX_TEMPLATE_LENGTH,
+    MAX_URL_LENGTH,
     MSG_CLOUDEVENTS_KIND,
     MSG_EVENTS_EMPTY,
     MSG_EVENTS_UNIQUE,
@@ -140,7 +140,11 @@ def node(schema: Mapping[str, Any], path: str) -> dict[str, Any]:
     into a map's values (``spec.template.headers{}``)."""
     current: Any = schema
     for part in path.split("."):
-        name, items, values = part.removesuffix("[]").removesuffix("{}"), part.endswith("[]"), part.endswith("{}")
+        name, items, values = (
+            part.removesuffix("[]").removesuffix("{}"),
+            part.endswith("[]"),
+            part.endswith("{}"),
+        )
         current = current["properties"][name]
         if items:
             current = current["items"]
@@ -613,7 +617,9 @@ def test_cel_messages_are_the_models_constants() -> None:
             MSG_HEADER_RESERVED,
         }
         assert rules[MSG_URL_OR_SECRET] == "has(self.url) != has(self.urlSecretRef)"
-        reserved = re.fullmatch(r"self\.all\(k, !k\.matches\('\(\?i\)\^\((.*)\)\$'\)\)", rules[MSG_HEADER_RESERVED])
+        reserved = re.fullmatch(
+            r"self\.all\(k, !k\.matches\('\(\?i\)\^\((.*)\)\$'\)\)", rules[MSG_HEADER_RESERVED]
+        )
         assert reserved is not None
         assert set(reserved.group(1).split("|")) == RESERVED_HEADERS
         assert rules[MSG_URL_SCHEME] == f"self.matches(r'{URL_PATTERN}')"
@@ -751,7 +757,13 @@ SLACK_URL_REF = {"name": "herald-demo", "key": "url"}
 INVALID = [
     ("unknown kind", STANDARD, {"spec": {"kind": "DISCORD"}}, None, True),
     ("custom without template", STANDARD, {"spec": {"kind": "CUSTOM"}}, MSG_TEMPLATE_KIND, True),
-    ("template on a STANDARD webhook", STANDARD, {"spec": {"template": {"body": "{}"}}}, MSG_TEMPLATE_KIND, True),
+    (
+        "template on a STANDARD webhook",
+        STANDARD,
+        {"spec": {"template": {"body": "{}"}}},
+        MSG_TEMPLATE_KIND,
+        True,
+    ),
     ("empty template", STANDARD, {"spec": {"kind": "CUSTOM", "template": {"body": ""}}}, None, True),
     (
         "template too long",
@@ -797,7 +809,10 @@ INVALID = [
         {
             "spec": {
                 "kind": "CUSTOM",
-                "template": {"body": "{}", "headers": {f"X-{i}": "1" for i in range(MAX_TEMPLATE_HEADERS + 1)}},
+                "template": {
+                    "body": "{}",
+                    "headers": {f"X-{i}": "1" for i in range(MAX_TEMPLATE_HEADERS + 1)},
+                },
             }
         },
         None,

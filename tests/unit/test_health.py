@@ -38,7 +38,9 @@ H120 = 120 * 3600.0
         ([(0, False), (0.5, False)], 1800.0, [False, True]),
     ],
 )
-def test_health_rule(attempts: list[tuple[float, bool]], disable_after: float | None, expected: list[bool]) -> None:
+def test_health_rule(
+    attempts: list[tuple[float, bool]], disable_after: float | None, expected: list[bool]
+) -> None:
     assert run(attempts, disable_after) == expected
 
 

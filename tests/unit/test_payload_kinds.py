@@ -53,7 +53,9 @@ def test_the_sdk_reads_both_modes(mode: str, build: Any, type_: str) -> None:
     assert parsed.get_type() == type_
     assert parsed.get_specversion() == "1.0"
     env = event.environment
-    assert parsed.get_source() == f"/apis/herald.dev/v1alpha1/namespaces/{env.namespace}/environments/{env.name}"
+    assert (
+        parsed.get_source() == f"/apis/herald.dev/v1alpha1/namespaces/{env.namespace}/environments/{env.name}"
+    )
     assert parsed.get_subject() == f"{event.project.name}/{env.name}"
     assert parsed.get_time().isoformat() == event.created_at.isoformat()
     assert parsed.get_data() == json.loads(standard.render(event))
@@ -75,7 +77,10 @@ def test_modes_differ_only_in_where_the_attributes_go() -> None:
     assert binary.content_type == "application/json"
     assert binary.body == standard.render(successful())
     attributes = json.loads(structured.body)
-    assert {name.removeprefix("ce-") for name, _ in binary.headers} == set(attributes) - {"data", "datacontenttype"}
+    assert {name.removeprefix("ce-") for name, _ in binary.headers} == set(attributes) - {
+        "data",
+        "datacontenttype",
+    }
 
 
 def test_binary_headers_percent_encode_what_a_header_cannot_carry() -> None:
@@ -88,7 +93,9 @@ def test_binary_headers_percent_encode_what_a_header_cannot_carry() -> None:
     assert subject == "Caf%C3%A9%20%22100%25%22%20shop/shop-prod"
     assert all("!" <= c <= "~" for _, value in rendered.headers for c in value)
     parsed = ce_http.from_http_event(
-        ce_http.HTTPMessage(headers={"content-type": "application/json", **dict(rendered.headers)}, body=rendered.body)
+        ce_http.HTTPMessage(
+            headers={"content-type": "application/json", **dict(rendered.headers)}, body=rendered.body
+        )
     )
     assert parsed.get_subject() == 'Café "100%" shop/shop-prod'
 
@@ -264,7 +271,11 @@ def test_user_text_is_shown_not_interpreted() -> None:
 def test_a_huge_event_still_fits_teams_limit() -> None:
     event = failure()
     long = "é" * 100_000
-    services = tuple(s.model_copy(update={"name": f"svc-{i}-{long[:60]}"}) for i in range(500) for s in event.applications[:1])
+    services = tuple(
+        s.model_copy(update={"name": f"svc-{i}-{long[:60]}"})
+        for i in range(500)
+        for s in event.applications[:1]
+    )
     event = event.model_copy(
         update={
             "applications": services,
@@ -302,7 +313,10 @@ def test_the_template_sees_the_standard_envelope() -> None:
 
 
 def test_variables_are_the_envelope_keys() -> None:
-    body = '{"e": {{ event_type | tojson }}, "p": {{ payload.project.name | tojson }}, "id": {{ payload_id | tojson }}, "t": {{ payload_type | tojson }}, "c": {{ created_at | tojson }}}'
+    body = (
+        '{"e": {{ event_type | tojson }}, "p": {{ payload.project.name | tojson }}, '
+        '"id": {{ payload_id | tojson }}, "t": {{ payload_type | tojson }}, "c": {{ created_at | tojson }}}'
+    )
     event = successful()
     assert json.loads(custom.render(event, custom_spec(body)).body) == {
         "e": "DEPLOYMENT_SUCCESSFUL",
@@ -314,7 +328,9 @@ def test_variables_are_the_envelope_keys() -> None:
 
 
 def test_content_type_and_headers_are_sent_as_written() -> None:
-    spec = custom_spec("event={{ event_type }}", contentType="text/plain; charset=utf-8", headers={"X-Team": "shop"})
+    spec = custom_spec(
+        "event={{ event_type }}", contentType="text/plain; charset=utf-8", headers={"X-Team": "shop"}
+    )
     rendered = format_for(WebhookKind.CUSTOM).render(successful(), spec)
     assert rendered.body == b"event=DEPLOYMENT_SUCCESSFUL"
     assert rendered.content_type == "text/plain; charset=utf-8"
@@ -324,7 +340,11 @@ def test_content_type_and_headers_are_sent_as_written() -> None:
 TEMPLATE_ERRORS = [
     ("syntax", '{"a": 1}\n{% if %}', "line 2: Expected an expression"),
     ("undefined name", "{{ nothing }}", "line 1: 'nothing' is undefined"),
-    ("undefined key", '{\n"a": {{ payload.nope | tojson }}\n}', "line 2: 'dict object' has no attribute 'nope'"),
+    (
+        "undefined key",
+        '{\n"a": {{ payload.nope | tojson }}\n}',
+        "line 2: 'dict object' has no attribute 'nope'",
+    ),
     ("optional key read bare", "{{ payload.message | tojson }}", "on the bare sample"),
     ("sandbox", "{{ ().__class__.__bases__ }}", "unsafe"),
     ("runtime", '{"x": {{ 1 / 0 }}}', "line 1: division by zero"),
@@ -352,7 +372,10 @@ def test_only_custom_webhooks_have_a_template_to_check() -> None:
 
 
 def test_a_failure_on_a_real_event_is_a_render_error() -> None:
-    spec = custom_spec('{"m": {{ payload.message | default("") | tojson }}{% if payload.id == "dep-43" %}{{ boom }}{% endif %}}')
+    spec = custom_spec(
+        '{"m": {{ payload.message | default("") | tojson }}'
+        '{% if payload.id == "dep-43" %}{{ boom }}{% endif %}}'
+    )
     assert custom.template_error(spec) is None  # the samples pass...
     with pytest.raises(RenderError, match="'boom' is undefined"):
         custom.render(failure(), spec)  # ...this event does not

@@ -108,12 +108,19 @@ def ping() -> DeploymentEvent:
 def spec_of(kind: WebhookKind, **fields: Any) -> WebhookSpec:
     """A webhook of ``kind`` (a CUSTOM one sends the STANDARD envelope and a one-line summary)."""
     template = {
-        "body": '{"summary": {{ (event_type ~ " " ~ payload.project.name) | tojson }}, "standard": {{ standard | tojson }}}',
+        "body": '{"summary": {{ (event_type ~ " " ~ payload.project.name) | tojson }}, '
+        '"standard": {{ standard | tojson }}}',
         "headers": {"X-Herald-Kind": "custom"},
     }
     defaults: dict[str, Any] = {"template": template} if kind is WebhookKind.CUSTOM else {}
     return WebhookSpec.model_validate(
-        {"kind": kind.value, "url": "https://receiver.example/hooks", "events": ["DEPLOYMENT_STARTED"], **defaults, **fields}
+        {
+            "kind": kind.value,
+            "url": "https://receiver.example/hooks",
+            "events": ["DEPLOYMENT_STARTED"],
+            **defaults,
+            **fields,
+        }
     )
 
 

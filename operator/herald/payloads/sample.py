@@ -86,15 +86,25 @@ def sample_event(
     *,
     created_at: datetime.datetime = CREATED_AT,
 ) -> DeploymentEvent:
-    """The event ``environment`` would yield; a sample's state is set to fit the event, a given
-    Environment's is kept (``BadEnvironment`` if it has no ``status.deployment``)."""
+    """The event ``environment`` would yield. An Environment without a deployment in its status (a
+    manifest as written) gets the full sample's, in the state the event fires in; one without a
+    uid or namespace (not yet applied) gets placeholders. ``BadEnvironment`` for anything else."""
     body = dict(environment)
-    if environment is FULL or environment is BARE:
-        deployment = {**environment["status"]["deployment"], "currentStatus": _STATES[event_type].value}
+    metadata = body.get("metadata")
+    if isinstance(metadata, Mapping):
+        body["metadata"] = {"uid": f"uid-of-{metadata.get('name')}", "namespace": "default", **metadata}
+    status = body.get("status")
+    if (
+        environment is FULL
+        or environment is BARE
+        or not (isinstance(status, Mapping) and status.get("deployment"))
+    ):
+        base = BARE if environment is BARE else FULL
+        deployment = {**base["status"]["deployment"], "currentStatus": _STATES[event_type].value}
         body["status"] = {"deployment": deployment}
     ref, spec, deployment_status = parse_environment(body)
-    if deployment_status is None:
-        raise BadEnvironment("status.deployment: the Environment has no deployment to render an event of")
+    if deployment_status is None:  # excluded above; kept for the type checker
+        raise BadEnvironment("status.deployment: missing")
     return build_event(
         event_type=event_type, environment=ref, spec=spec, deployment=deployment_status, created_at=created_at
     )

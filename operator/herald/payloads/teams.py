@@ -8,9 +8,10 @@ Container style and a TextBlock colour from the schema's enums), the facts, the 
 services, the last log lines of a failure, and the payload id.
 
 Every piece of user text is Markdown-escaped (a backslash before each character Markdown acts
-on), so a project named ``[x](https://evil)`` is shown, not linked, and ``**`` stays two stars. Teams refuses messages above about 28 KB: each text is clipped, lists end with "and N
-more", and if a card still does not fit, the log lines, the services and the message are left
-out in that order (``MAX_BODY_BYTES``). Output is deterministic.
+on), so a project named ``[x](https://evil)`` is shown, not linked, and ``**`` stays two stars.
+Teams refuses messages above about 28 KB: each text is clipped, lists end with "and N more", and
+if a card still does not fit, the log lines, the services and the message are left out in that
+order (``MAX_BODY_BYTES``). Output is deterministic.
 """
 
 from __future__ import annotations
