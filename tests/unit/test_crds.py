@@ -701,8 +701,13 @@ def test_notifications_keep_every_field(kind: str) -> None:
 
 def test_examples_cover_each_kind() -> None:
     kinds = [doc["kind"] for doc in EXAMPLES]
-    assert kinds.count("Webhook") == 2
-    assert {doc["spec"]["kind"] for doc in EXAMPLES if doc["kind"] == "Webhook"} == {"STANDARD", "SLACK"}
+    assert kinds.count("Webhook") == 4
+    assert {doc["spec"]["kind"] for doc in EXAMPLES if doc["kind"] == "Webhook"} == {
+        "STANDARD",
+        "SLACK",
+        "CLOUDEVENTS",
+        "CUSTOM",
+    }
     assert {"Namespace", "Secret", "ClusterWebhook", "Environment"} <= set(kinds)
     assert all(len(_documents(path)) == 1 for path in EXAMPLE_FILES), "one object per file"
 
