@@ -495,6 +495,8 @@ def render_webhook(path: str, *, environment: str | None, event: str | None) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "render":  # offline and quiet: no logging set up, nothing but the request
+        return render_webhook(args.filename, environment=args.environment, event=args.event)
     env = os.environ
     quiet = "WARNING" if args.command == "demo" else "INFO"  # the demo's own output is the story
     level = (_value(args, env, "--log-level", "HERALD_LOG_LEVEL") or quiet).upper()
@@ -504,8 +506,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if fmt not in ("plain", "json"):
         parser.error(f"--log-format / HERALD_LOG_FORMAT: expected plain or json, got {fmt!r}")
     configure_logging(level, fmt)
-    if args.command == "render":
-        return render_webhook(args.filename, environment=args.environment, event=args.event)
     if args.command == "demo":
         from herald.demo import run_demo
 

@@ -1,9 +1,10 @@
 """``herald demo``: the whole flow with no cluster, and the harness the integration tests share.
 
 An in-process Kubernetes API emulator (kmock) gets Herald's CRDs and the example manifests; a
-local receiver stands in for the STANDARD, SLACK, CLOUDEVENTS, CUSTOM and cluster-wide endpoints; the real operator
-runs against the emulator over real HTTP; two Environments are driven through deployments and
-every delivery is printed as it arrives, then the webhooks' status as ``kubectl get`` shows it.
+local receiver stands in for the STANDARD, SLACK, CLOUDEVENTS, CUSTOM and cluster-wide endpoints;
+the real operator runs against the emulator over real HTTP; two Environments are driven through
+deployments and every delivery is printed as it arrives, then the webhooks' status as ``kubectl
+get`` shows it.
 """
 
 from __future__ import annotations

@@ -251,7 +251,7 @@ class _Worker:
                 status = status.model_copy(update={"failing_since": None})
             self.owner.post(view, "Normal", "Resumed", f"Deliveries resume after {pause.reason.value}")
         self._change(status)
-        if enabled and pause is not None and self.status.pause is None and view.spec is not None:
+        if enabled and pause is not None and pause.reason is PauseReason.ENDPOINT_DISABLED and view.spec:
             self._condition("Ready", True, "Enabled", "Enabled again by herald.dev/enable; deliveries resume")
         if view.spec is None:
             self._condition("Ready", False, "InvalidSpec", view.spec_error or "the spec cannot be read")

@@ -57,6 +57,38 @@ async def test_a_broken_template_shows_on_ready_when_applied(
     assert arrived.headers["Content-Type"] == "application/json"
 
 
+async def test_a_template_failing_on_a_real_event_fails_that_delivery_only(
+    emu: Emulator, receiver: Receiver, operator: Runtime
+) -> None:
+    body = '{% if payload.project.name == "boom" %}{{ nope }}{% endif %}'
+    body += '{"p": {{ payload.project.name | tojson }}}'
+    await emu.create(
+        webhook(
+            "tpl",
+            f"{receiver.url}/tpl",
+            kind="CUSTOM",
+            events=("DEPLOYMENT_STARTED",),
+            template={"body": body},
+        )
+    )
+    await emu.create(environment("bad", project="boom"))
+    await emu.create(environment("good", project="shop"))
+    await deploy(emu, "bad", "d-1", "QUEUED")
+    await deploy(emu, "good", "d-1", "QUEUED")
+    await wait_for(lambda: len(receiver.on("/tpl")) == 1, timeout=10, what="the good event's delivery")
+
+    def failed() -> list[dict[str, object]]:
+        records = status_of(emu, "Webhook", NS, "tpl").get("deliveries", [])
+        return [r for r in records if r.get("outcome") == "Failed"]
+
+    await wait_for(lambda: len(failed()) == 1, timeout=10, what="the bad event's delivery failed")
+    [record] = failed()
+    assert record["environment"] == f"{NS}/bad"
+    assert record["attempts"] == 1  # not retried: the same template fails the same way
+    assert record["error"] == "TemplateError: line 1: 'nope' is undefined"
+    assert json.loads(receiver.on("/tpl")[0].body) == {"p": "shop"}
+
+
 async def test_cloudevents_binary_mode_over_http(
     emu: Emulator, receiver: Receiver, operator: Runtime
 ) -> None:
