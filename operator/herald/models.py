@@ -110,6 +110,7 @@ RESERVED_HEADERS = frozenset(
 # Go's duration syntax restricted to hours, minutes and seconds, as `kubectl` users write it.
 DURATION_PATTERN = r"^([0-9]{1,6}(h|m|s))+$"
 DEFAULT_DISABLE_AFTER = "120h"
+MIN_RATE_PER_SECOND = 0.001  # one delivery in about 17 minutes
 MAX_RATE_PER_SECOND = 100.0
 MAX_RATE_BURST = 100
 
@@ -267,7 +268,7 @@ class CloudEventsOptions(_Model):
 class RateLimit(_Model):
     """A token bucket: ``per_second`` deliveries a second on average, at most ``burst`` at once."""
 
-    per_second: Annotated[float, Field(gt=0, le=MAX_RATE_PER_SECOND)]
+    per_second: Annotated[float, Field(ge=MIN_RATE_PER_SECOND, le=MAX_RATE_PER_SECOND)]
     burst: Annotated[int, Field(ge=1, le=MAX_RATE_BURST)] = 1
 
 

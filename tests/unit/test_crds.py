@@ -51,6 +51,7 @@ from herald.models import (
     MAX_TEMPLATE_HEADERS,
     MAX_TEMPLATE_LENGTH,
     MAX_URL_LENGTH,
+    MIN_RATE_PER_SECOND,
     MSG_CLOUDEVENTS_KIND,
     MSG_EVENTS_EMPTY,
     MSG_EVENTS_UNIQUE,
@@ -542,6 +543,7 @@ LIMITS = (
             ("spec.template.headers{}", "maxLength", MAX_HEADER_VALUE_LENGTH),
             ("spec.template.headers{}", "pattern", HEADER_VALUE_PATTERN),
             ("spec.cloudEvents.mode", "default", CloudEventsOptions.model_fields["mode"].default.value),
+            ("spec.rateLimit.perSecond", "minimum", MIN_RATE_PER_SECOND),
             ("spec.rateLimit.perSecond", "maximum", MAX_RATE_PER_SECOND),
             ("spec.rateLimit.burst", "maximum", MAX_RATE_BURST),
             ("spec.rateLimit.burst", "default", RateLimit.model_fields["burst"].default),
@@ -980,6 +982,29 @@ def test_invalid_object_is_rejected(
         assert error is not None, f"{case}: the operator accepts what admission refuses"
         if message is not None:
             assert message in error
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"rateLimit": {"perSecond": 0.5}},
+        {"rateLimit": {"perSecond": MIN_RATE_PER_SECOND, "burst": 100}},
+        {"disableAfter": "1h30m"},
+        {"disableAfter": "0s"},
+        {"kind": "CLOUDEVENTS", "cloudEvents": {"mode": "binary"}},
+        {"kind": "CLOUDEVENTS"},
+        {"kind": "TEAMS"},
+        {
+            "kind": "CUSTOM",
+            "template": {"body": "{{ event_type }}", "contentType": "text/plain; charset=utf-8"},
+        },
+        {"kind": "CUSTOM", "template": {"body": "{}", "headers": {"X-Api-Key-Id": "a b", "x-team": ""}}},
+    ],
+)
+def test_new_fields_accepted_by_the_crd_and_the_operator(patch: dict[str, Any]) -> None:
+    obj = merge_patch(example(*STANDARD), {"spec": patch})
+    assert rejections("Webhook", obj) == []
+    assert operator_error(obj) is None
 
 
 @pytest.mark.parametrize(
