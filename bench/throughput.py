@@ -29,8 +29,8 @@ from herald.delivery import MAX_KEEPALIVE_CONNECTIONS, DeliveryClient
 from herald.dispatcher import Dispatcher
 from herald.kube import Secret
 from herald.metrics import Metrics
-from herald.models import DeploymentEvent, EventType, WebhookKind
-from herald.payloads import format_for
+from herald.models import DeploymentEvent, EventType
+from herald.payloads import standard
 from herald.settings import Settings
 from herald.status import WebhookView, parse_webhook
 from herald.testing import wait_for
@@ -176,10 +176,11 @@ async def herald_throughput(load: Workload, *, settings: Settings, profile: bool
 async def httpx_throughput(load: Workload, *, settings: Settings) -> ThroughputRun:
     total = load.webhooks * load.per_webhook
     events = _events(load)
-    fmt = format_for(WebhookKind.STANDARD)
-    headers = {"Content-Type": fmt.content_type, "User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+    headers = {"Content-Type": standard.CONTENT_TYPE, "User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     async with remote_sinks(load.ports) as receivers:
-        bodies = {_url(receivers, load, k): [fmt.render(e) for e in events[k]] for k in range(load.webhooks)}
+        bodies = {
+            _url(receivers, load, k): [standard.render(e) for e in events[k]] for k in range(load.webhooks)
+        }
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS)
         slots = asyncio.Semaphore(settings.max_concurrency)
         async with httpx.AsyncClient(

@@ -1,4 +1,5 @@
-"""``herald run`` and ``herald demo``. Flags and ``HERALD_*`` variables are read here and only here.
+"""``herald run``, ``herald demo`` and ``herald render``. Flags and ``HERALD_*`` variables are read
+here and only here.
 
 Every flag has an environment equivalent (a container is configured by env); a flag wins over
 its variable. A bad value stops the program with a message naming the flag and the variable.
@@ -20,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import kopf
+import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -27,15 +29,19 @@ from pydantic import ValidationError
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
-from herald import __version__
+from herald import USER_AGENT, __version__
+from herald.events import BadEnvironment
 from herald.handlers import Runtime, api_login, build_registry
 from herald.heap import HeapKeeper
 from herald.kube import KubeClient
 from herald.leader import LeaseConfig, LeaseElector
 from herald.metrics import Metrics
+from herald.models import EventType, SecretRef, WebhookSpec
+from herald.payloads import RenderError, format_for, sample
 from herald.settings import MAX_PENDING_LIMIT, Settings
 from herald.source_handlers import usable_sources
 from herald.sources import SOURCE_NAMES
+from herald.status import parse_webhook
 
 __all__ = ["main", "parse_settings"]
 
@@ -173,6 +179,22 @@ def _parser() -> argparse.ArgumentParser:
     for flag, variable, field, text in OPTIONS:
         default = f"; default {_shown(DEFAULTS[field])}" if field != "sources" else ""
         run.add_argument(flag, default=None, help=f"{text} [{variable}{default}]")
+    render = commands.add_parser(
+        "render",
+        help="print the request a webhook would send for an event, offline (no cluster)",
+        description="Print the headers and body a Webhook or ClusterWebhook manifest would send for one "
+        "event of an Environment (a built-in sample by default). Secrets are not read: the headers "
+        "they fill are shown as placeholders.",
+    )
+    render.add_argument(
+        "-f", "--filename", required=True, help="the Webhook or ClusterWebhook manifest (YAML)"
+    )
+    render.add_argument("--environment", help="an Environment manifest (YAML); default: a built-in sample")
+    render.add_argument(
+        "--event",
+        choices=[e.value for e in EventType],
+        help="the event to render (default: the webhook's first event)",
+    )
     for sub in (run, commands.add_parser("demo", help="the whole flow with no cluster, then exit")):
         sub.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR [HERALD_LOG_LEVEL]")
         sub.add_argument("--log-format", default=None, choices=("plain", "json"), help="[HERALD_LOG_FORMAT]")
@@ -410,9 +432,69 @@ async def run_operator(settings: Settings) -> int:
             await server.cleanup()
 
 
+def _manifest(path: str, kinds: tuple[str, ...]) -> dict[str, Any]:
+    """The one document of ``kinds`` in a YAML file; ValueError with a message otherwise."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            docs = [d for d in yaml.safe_load_all(file) if d is not None]
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not YAML: {str(exc).splitlines()[0]}") from None
+    found = [d for d in docs if isinstance(d, dict) and d.get("kind") in kinds]
+    if len(found) != 1:
+        raise ValueError(f"{path}: expected one {' or '.join(kinds)}, found {len(found)}")
+    return found[0]
+
+
+def _ref(ref: SecretRef) -> str:
+    return f"Secret {ref.namespace + '/' if ref.namespace else ''}{ref.name} key {ref.key}"
+
+
+def _webhook_spec(path: str) -> WebhookSpec:
+    doc = _manifest(path, ("Webhook", "ClusterWebhook"))
+    view = parse_webhook(doc, cluster=doc["kind"] == "ClusterWebhook")
+    if view.spec is None:
+        raise ValueError(f"{path}: {view.spec_error}")
+    return view.spec
+
+
+def render_webhook(path: str, *, environment: str | None, event: str | None) -> int:
+    """``herald render``: the request line, headers and body, as the operator would send them."""
+    try:
+        spec = _webhook_spec(path)
+        env_doc = _manifest(environment, ("Environment",)) if environment else sample.FULL
+        event_type = EventType(event) if event else spec.events[0]
+        notification = sample.sample_event(event_type, env_doc)
+        rendered = format_for(spec.kind).render(notification, spec)
+    except (ValueError, BadEnvironment, RenderError) as exc:
+        print(f"herald render: {exc}", file=sys.stderr)
+        return 2
+    if event_type not in (*spec.events, EventType.WEBHOOK_TEST):
+        print(f"herald render: note: this webhook is not sent {event_type.value} events", file=sys.stderr)
+    url = f"<the URL in {_ref(spec.url_secret_ref)}>" if spec.url_secret_ref is not None else spec.url
+    lines = [f"POST {url}", f"Content-Type: {rendered.content_type}", f"User-Agent: {USER_AGENT}"]
+    lines += [f"{name}: {value}" for name, value in rendered.headers]
+    if spec.secret_ref is not None:
+        value = f"<the value of {_ref(spec.secret_ref)}>"
+        lines += [f"Qovery-Secret: {value}", f"Qovery-Signature: {value}"]
+    if spec.signing_secret_ref is not None:
+        lines += [
+            f"webhook-id: {notification.payload_id}",
+            "webhook-timestamp: <the time of each attempt>",
+            f"webhook-signature: <signed with {_ref(spec.signing_secret_ref)}>",
+        ]
+    sys.stdout.write("\n".join(lines) + "\n\n")
+    sys.stdout.flush()
+    sys.stdout.buffer.write(rendered.body + b"\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "render":  # offline and quiet: no logging set up, nothing but the request
+        return render_webhook(args.filename, environment=args.environment, event=args.event)
     env = os.environ
     quiet = "WARNING" if args.command == "demo" else "INFO"  # the demo's own output is the story
     level = (_value(args, env, "--log-level", "HERALD_LOG_LEVEL") or quiet).upper()

@@ -101,6 +101,7 @@ class OutgoingRequest:
     body: bytes
     content_type: str
     payload_id: str
+    headers: tuple[tuple[str, str], ...] = ()  # the format's own (CloudEvents, a CUSTOM template's)
     secret: str | None = None
     signing_keys: tuple[str, ...] = ()
     ca_pem: str | None = None
@@ -476,6 +477,7 @@ class DeliveryClient:
 
     def _headers(self, request: OutgoingRequest, *, when: datetime.datetime) -> dict[str, str]:
         headers = {
+            **dict(request.headers),  # the models refuse the names set below (RESERVED_HEADERS)
             "Content-Type": request.content_type,
             "User-Agent": self._user_agent,
             # Raw bytes are what per-kind checks read, and a compressed body could expand unbounded.

@@ -1,10 +1,10 @@
 """``herald demo``: the whole flow with no cluster.
 
 An in-process Kubernetes API emulator (kmock, from ``herald.testing``) gets Herald's CRDs and the
-example manifests; a local receiver stands in for the example endpoints; the real operator runs
-against the emulator over real HTTP; Environments are driven through deployments (one by a
-simulated Deployment controller) and every delivery is printed as it arrives, then the webhooks'
-status as ``kubectl get`` shows it.
+example manifests; a local receiver stands in for the STANDARD, SLACK, CLOUDEVENTS, CUSTOM and
+cluster-wide endpoints; the real operator runs against the emulator over real HTTP; Environments
+are driven through deployments (one by a simulated Deployment controller) and every delivery is
+printed as it arrives, then the webhooks' status as ``kubectl get`` shows it.
 """
 
 from __future__ import annotations
@@ -110,6 +110,17 @@ def _status_table(emu: Emulator, webhooks: list[tuple[str, str | None, str]]) ->
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
 
 
+def _summary(payload: Any) -> str:
+    """One line of what arrived, in each kind's own terms."""
+    if not isinstance(payload, dict):
+        return "?"
+    if "specversion" in payload:  # a CloudEvent names itself by its type
+        return str(payload.get("type"))[:40]
+    if "summary" in payload:
+        return f"custom: {payload['summary']}"[:40]
+    return str(payload.get("event_type") or f"slack: {payload.get('text', '')}")[:40]
+
+
 def _signing_keys(docs: list[dict[str, Any]]) -> list[str]:
     keys = []
     for doc in docs:
@@ -139,10 +150,9 @@ async def run_demo() -> int:
     keys = _signing_keys(docs)
 
     def show(item: Received, status: int) -> None:
-        payload = item.json()
-        event = (payload.get("event_type") or f"slack: {payload.get('text', '')}")[:22]
+        event = _summary(item.json())
         elapsed = time.monotonic() - started
-        _print(f"  -> {item.path:<34} {event:<22} HTTP {status}  +{elapsed:.2f}s  {_signature(item, keys)}")
+        _print(f"  -> {item.path:<34} {event:<40} HTTP {status}  +{elapsed:.2f}s  {_signature(item, keys)}")
 
     receiver = Receiver(on_request=show)
     await receiver.start()

@@ -29,6 +29,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from herald import health, ratelimit
 from herald.delivery import AttemptResult, DeliveryClient, OutgoingRequest
 from herald.events import ping_event
 from herald.kube import ApiError, ApiNotFound, Secret
@@ -43,7 +44,7 @@ from herald.models import (
     SecretRef,
     WebhookSpec,
 )
-from herald.payloads import format_for
+from herald.payloads import RenderError, format_for
 from herald.redact import redact_url, scrub
 from herald.retry import Verdict, next_delay
 from herald.settings import Settings
@@ -193,6 +194,18 @@ def _internal_error(exc: Exception) -> AttemptResult:
     )
 
 
+def _render_error(exc: RenderError) -> AttemptResult:
+    return AttemptResult(
+        verdict=Verdict.PERMANENT,
+        http_status=None,
+        error=f"TemplateError: {exc}",
+        reason="TemplateError",
+        retry_after=None,
+        duration_ms=0,
+        response_excerpt=b"",
+    )
+
+
 def _utc(ts: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC)
 
@@ -221,6 +234,7 @@ class _Worker:
         self._flusher: asyncio.Task[None] | None = None
         self._rendered: dict[int, tuple[PendingDelivery, int, dict[str, Any]]] = {}  # see _patch
         self._validated_generation: int | None = None
+        self._bucket: ratelimit.Bucket | None = None  # this receiver's rate limit and Retry-After hold
         self._task = asyncio.create_task(self._run(), name=f"herald-worker-{view.ref}")
         self.observe(view)
 
@@ -259,13 +273,21 @@ class _Worker:
         if status.observed_generation != view.generation:
             status = status.model_copy(update={"observed_generation": view.generation})
         pause = status.pause
+        enabled = view.enable is not None and view.enable != status.handled_enable
+        if enabled:
+            status = status.model_copy(update={"handled_enable": view.enable})
         if pause is not None and (
             pause.generation != view.generation
             or (pause.reason is PauseReason.EGRESS_DENIED and pause.policy != self.owner.policy)
+            or (pause.reason is PauseReason.ENDPOINT_DISABLED and enabled)
         ):
             status = status.model_copy(update={"pause": None})
+            if pause.reason is PauseReason.ENDPOINT_DISABLED:  # a fresh disableAfter starts now
+                status = status.model_copy(update={"failing_since": None})
             self.owner.post(view, "Normal", "Resumed", f"Deliveries resume after {pause.reason.value}")
         self._change(status)
+        if enabled and pause is not None and pause.reason is PauseReason.ENDPOINT_DISABLED and view.spec:
+            self._condition("Ready", True, "Enabled", "Enabled again by herald.dev/enable; deliveries resume")
         if view.spec is None:
             self._condition("Ready", False, "InvalidSpec", view.spec_error or "the spec cannot be read")
             self._change(self.status.model_copy(update={"pause": self._pause(PauseReason.INVALID_SPEC)}))
@@ -283,6 +305,7 @@ class _Worker:
             for name, asked, handled in (
                 ("handled_ping", view.ping, self.status.handled_ping),
                 ("handled_redeliver", view.redeliver, self.status.handled_redeliver),
+                ("handled_enable", view.enable, self.status.handled_enable),
             )
             if asked is None and handled is not None
         }
@@ -427,6 +450,12 @@ class _Worker:
         spec = self.view.spec
         if spec is None:
             return
+        limit = ratelimit.limit_of(spec)
+        self._bucket, wait = ratelimit.take(self._bucket, limit=limit, now=self.owner.clock())
+        if wait > 0:  # above this receiver's rate: wait, keeping the order (woken early by a change)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+            return
         try:  # outside the slot: reading Secrets may wait out an API server's backoff
             target = await self._target(spec)
         except SecretProblem as problem:  # held, not attempted: Ready says why, _validate re-checks
@@ -477,24 +506,34 @@ class _Worker:
     async def _attempt(self, pending: PendingDelivery, spec: WebhookSpec, target: _Target) -> None:
         owner = self.owner
         fmt = format_for(spec.kind)
-        request = OutgoingRequest(
-            url=target.url,
-            body=fmt.render(pending.notification),
-            content_type=fmt.content_type,
-            payload_id=pending.notification.payload_id,
-            secret=target.secret,
-            signing_keys=target.signing_keys,
-            ca_pem=target.ca_pem,
-        )
-        result = await owner.client.send(request, now=owner.now())
-        if result.verdict is Verdict.SUCCESS and result.http_status is not None:
-            rejected = fmt.check_response(result.http_status, result.response_excerpt)
-            if rejected is not None:
-                result = dataclasses.replace(
-                    result, verdict=Verdict.PERMANENT, error=rejected, reason="ReceiverRejected"
-                )
+        result: AttemptResult
+        try:
+            rendered = fmt.render(pending.notification, spec)
+        except RenderError as exc:  # a template that passed the samples fails on this event
+            result = _render_error(exc)
+        else:
+            request = OutgoingRequest(
+                url=target.url,
+                body=rendered.body,
+                content_type=rendered.content_type,
+                headers=rendered.headers,
+                payload_id=pending.notification.payload_id,
+                secret=target.secret,
+                signing_keys=target.signing_keys,
+                ca_pem=target.ca_pem,
+            )
+            result = await owner.client.send(request, now=owner.now())
+            if result.verdict is Verdict.SUCCESS and result.http_status is not None:
+                rejected = fmt.check_response(result.http_status, result.response_excerpt)
+                if rejected is not None:
+                    result = dataclasses.replace(
+                        result, verdict=Verdict.PERMANENT, error=rejected, reason="ReceiverRejected"
+                    )
         if result.error is not None:
             result = dataclasses.replace(result, error=scrub(result.error, target.secrets()))
+        if result.retry_after is not None:  # the receiver asked this webhook, and only it, to wait
+            wait = min(result.retry_after, owner.settings.retry_after_max)
+            self._bucket = ratelimit.hold(self._bucket, until=owner.clock() + wait)
         owner.metrics.duration.observe(result.duration_ms / 1000)
         owner.metrics.attempts.labels(result=result.reason or result.verdict.value.lower()).inc()
         self._apply(pending, result, kind=spec.kind.value)
@@ -521,6 +560,17 @@ class _Worker:
             )
             if delay is not None:
                 next_at = now + datetime.timedelta(seconds=delay)
+        failing = health.failing_since(
+            self.status.failing_since, succeeded=verdict is Verdict.SUCCESS, now=now
+        )
+        spec = self.view.spec
+        if (
+            pause is None
+            and spec is not None
+            and health.should_disable(failing, now=now, disable_after=spec.disable_after_seconds)
+        ):
+            pause = PauseReason.ENDPOINT_DISABLED
+            owner.metrics.endpoints_disabled.labels(kind=kind).inc()
         if verdict is Verdict.SUCCESS:
             outcome = DeliveryOutcome.SUCCEEDED
         elif pause is not None or next_at is not None:
@@ -550,6 +600,7 @@ class _Worker:
         status = status.model_copy(
             update={
                 "consecutive_failures": failures,
+                "failing_since": failing,
                 "counters": counters,
                 "pause": self._pause(pause) if pause is not None else status.pause,
             }
@@ -596,7 +647,12 @@ class _Worker:
             "DeliveryFailing",
             f"{self.status.consecutive_failures} consecutive failed attempts; last: {error}",
         )
-        if pause is not None:
+        if pause is PauseReason.ENDPOINT_DISABLED and view.spec is not None:
+            since = self.status.failing_since or record.time
+            message = health.disabled_message(since, disable_after=view.spec.disable_after, error=error)
+            self._condition("Ready", False, pause.value, message)
+            owner.post(view, "Warning", pause.value, message)
+        elif pause is not None:
             self._condition("Ready", False, pause.value, f"Deliveries paused until the spec changes: {error}")
             owner.post(view, "Warning", "Paused", f"Deliveries paused ({pause.value}): {error}")
         elif record.outcome is DeliveryOutcome.FAILED:

@@ -41,6 +41,12 @@ class Metrics:
             ["event"],
             registry=self.registry,
         )
+        self.endpoints_disabled = Counter(
+            "herald_endpoints_disabled_total",
+            "Webhooks disabled because every attempt failed for their spec.disableAfter, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
         self.status_patches = Counter(
             "herald_status_patches_total",
             "Status patches written to Webhooks and ClusterWebhooks.",

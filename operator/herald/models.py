@@ -27,12 +27,18 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 __all__ = [
+    "MSG_CLOUDEVENTS_KIND",
     "MSG_EVENTS_EMPTY",
     "MSG_EVENTS_UNIQUE",
+    "MSG_HEADER_NAME",
+    "MSG_HEADER_RESERVED",
     "MSG_ONE_SOURCE",
+    "MSG_TEMPLATE_KIND",
     "MSG_URL_OR_SECRET",
     "MSG_URL_SCHEME",
     "ArgoCDRef",
+    "CloudEventsMode",
+    "CloudEventsOptions",
     "Condition",
     "DeliveryOutcome",
     "DeliveryRecord",
@@ -51,13 +57,16 @@ __all__ = [
     "NotifiedLedger",
     "ObjectRef",
     "PendingDelivery",
+    "RateLimit",
     "SecretRef",
     "Service",
     "SourceRef",
     "SpecError",
+    "Template",
     "WebhookKind",
     "WebhookSpec",
     "first_error",
+    "parse_duration",
 ]
 
 # One source of truth for validation messages (the CRDs' CEL rules repeat them verbatim).
@@ -68,6 +77,12 @@ MSG_EVENTS_UNIQUE = "events must not repeat an event"
 MSG_ONE_SOURCE = (
     "source must set at most one of deployments, argoCDApplication, fluxKustomization, fluxHelmRelease"
 )
+MSG_TEMPLATE_KIND = "template must be set when kind is CUSTOM, and only then"
+MSG_CLOUDEVENTS_KIND = "cloudEvents may be set only when kind is CLOUDEVENTS"
+MSG_HEADER_NAME = "header names are letters, digits and hyphens, at most 64"
+MSG_HEADER_RESERVED = (
+    "headers may not set Content-Type, Host, User-Agent or a header Herald signs or sends itself"
+)
 
 URL_PATTERN = r"^https?://[^\x00-\x20\x7f/?#]+([/?#][^\x00-\x20\x7f]*)?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
@@ -75,6 +90,37 @@ MAX_URL_LENGTH = 2048
 MAX_DESCRIPTION_LENGTH = 1024
 MAX_FILTER_ITEMS = 64
 MAX_NAME_LENGTH = 253
+MAX_TEMPLATE_LENGTH = 32 * 1024
+MAX_TEMPLATE_HEADERS = 16
+MAX_HEADER_VALUE_LENGTH = 1024
+MAX_CONTENT_TYPE_LENGTH = 128
+HEADER_NAME_PATTERN = r"^[A-Za-z0-9-]{1,64}$"
+HEADER_VALUE_PATTERN = r"^[ -~]*$"  # visible ASCII and space (RFC 9110 field values)
+CONTENT_TYPE_PATTERN = r"^[A-Za-z0-9.+-]+/[A-Za-z0-9.+-]+( *; *[A-Za-z0-9.+-]+=[A-Za-z0-9.+-]+)*$"
+# Headers a template may not set: Herald's own (length, framing, identity) and the ones it
+# authenticates deliveries with, so a template can neither break HTTP nor forge a signature.
+RESERVED_HEADERS = frozenset(
+    {
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "host",
+        "user-agent",
+        "accept-encoding",
+        "qovery-secret",
+        "qovery-signature",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
+# Go's duration syntax restricted to hours, minutes and seconds, as `kubectl` users write it.
+DURATION_PATTERN = r"^([0-9]{1,6}(h|m|s))+$"
+DEFAULT_DISABLE_AFTER = "120h"
+MIN_RATE_PER_SECOND = 0.001  # one delivery in about 17 minutes
+MAX_RATE_PER_SECOND = 100.0
+MAX_RATE_BURST = 100
 
 
 class _Model(BaseModel):
@@ -84,6 +130,9 @@ class _Model(BaseModel):
 class WebhookKind(enum.StrEnum):
     STANDARD = "STANDARD"
     SLACK = "SLACK"
+    CUSTOM = "CUSTOM"
+    CLOUDEVENTS = "CLOUDEVENTS"
+    TEAMS = "TEAMS"
 
 
 class EventType(enum.StrEnum):
@@ -181,6 +230,56 @@ DEFAULT_KEYS = {
 }
 
 
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as ``120h`` or ``1h30m`` (``DURATION_PATTERN``)."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"expected a duration such as 120h, 30m or 1h30m, got {text[:32]!r}")
+    units = {"h": 3600, "m": 60, "s": 1}
+    return float(sum(int(n) * units[u] for n, u in re.findall(r"([0-9]+)(h|m|s)", text)))
+
+
+class Template(_Model):
+    """A CUSTOM webhook's request: a Jinja2 body (rendered in a sandbox), its type, fixed headers."""
+
+    body: Annotated[str, Field(min_length=1, max_length=MAX_TEMPLATE_LENGTH)]
+    content_type: Annotated[str, Field(max_length=MAX_CONTENT_TYPE_LENGTH, pattern=CONTENT_TYPE_PATTERN)] = (
+        "application/json"
+    )
+    headers: Annotated[dict[str, str], Field(max_length=MAX_TEMPLATE_HEADERS)] = Field(default_factory=dict)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not re.fullmatch(HEADER_NAME_PATTERN, name):
+                raise ValueError(MSG_HEADER_NAME)
+            if name.lower() in RESERVED_HEADERS:
+                raise ValueError(MSG_HEADER_RESERVED)
+            if len(text) > MAX_HEADER_VALUE_LENGTH or not re.fullmatch(HEADER_VALUE_PATTERN, text):
+                raise ValueError(
+                    f"header {name}: values are visible ASCII, at most {MAX_HEADER_VALUE_LENGTH}"
+                )
+        return value
+
+
+class CloudEventsMode(enum.StrEnum):
+    """CloudEvents HTTP content modes: the event as one JSON document, or attributes as headers."""
+
+    STRUCTURED = "structured"
+    BINARY = "binary"
+
+
+class CloudEventsOptions(_Model):
+    mode: CloudEventsMode = CloudEventsMode.STRUCTURED
+
+
+class RateLimit(_Model):
+    """A token bucket: ``per_second`` deliveries a second on average, at most ``burst`` at once."""
+
+    per_second: Annotated[float, Field(ge=MIN_RATE_PER_SECOND, le=MAX_RATE_PER_SECOND)]
+    burst: Annotated[int, Field(ge=1, le=MAX_RATE_BURST)] = 1
+
+
 class WebhookSpec(_Model):
     """The spec shared by Webhook and ClusterWebhook (``namespace_selector`` is cluster-only)."""
 
@@ -199,6 +298,10 @@ class WebhookSpec(_Model):
     signing_secret_ref: SecretRef | None = None
     ca_secret_ref: SecretRef | None = None
     namespace_selector: LabelSelector | None = None
+    template: Template | None = None
+    cloud_events: CloudEventsOptions | None = None
+    rate_limit: RateLimit | None = None
+    disable_after: Annotated[str, Field(max_length=32)] = DEFAULT_DISABLE_AFTER
 
     @field_validator("secret_ref", "url_secret_ref", "signing_secret_ref", "ca_secret_ref", mode="before")
     @classmethod
@@ -226,11 +329,26 @@ class WebhookSpec(_Model):
             raise ValueError(f"events may not list {EventType.WEBHOOK_TEST.value}; use herald.dev/ping")
         return value
 
+    @field_validator("disable_after")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
     @model_validator(mode="after")
-    def _url_xor_secret(self) -> WebhookSpec:
+    def _exclusive_fields(self) -> WebhookSpec:
         if (self.url is None) == (self.url_secret_ref is None):
             raise ValueError(MSG_URL_OR_SECRET)
+        if (self.template is None) == (self.kind is WebhookKind.CUSTOM):
+            raise ValueError(MSG_TEMPLATE_KIND)
+        if self.cloud_events is not None and self.kind is not WebhookKind.CLOUDEVENTS:
+            raise ValueError(MSG_CLOUDEVENTS_KIND)
         return self
+
+    @property
+    def disable_after_seconds(self) -> float | None:
+        """How long every attempt may fail before the webhook is disabled; None: never (``0s``)."""
+        return parse_duration(self.disable_after) or None
 
 
 class SpecError(ValueError):

@@ -28,6 +28,7 @@ from herald.models import (
     WebhookSpec,
     first_error,
 )
+from herald.payloads import custom
 
 __all__ = [
     "ATTEMPT_LOG_LIMIT",
@@ -57,6 +58,7 @@ __all__ = [
 ATTEMPT_LOG_LIMIT = 10
 PING_ANNOTATION = "herald.dev/ping"
 REDELIVER_ANNOTATION = "herald.dev/redeliver"
+ENABLE_ANNOTATION = "herald.dev/enable"
 
 
 class _Model(BaseModel):
@@ -69,6 +71,7 @@ class PauseReason(enum.StrEnum):
     GONE = "Gone"  # the receiver answered 410
     EGRESS_DENIED = "EgressDenied"  # also lifts when the egress policy changes
     INVALID_SPEC = "InvalidSpec"
+    ENDPOINT_DISABLED = "EndpointDisabled"  # failed for spec.disableAfter; also lifts on herald.dev/enable
 
 
 class Pause(_Model):
@@ -95,9 +98,11 @@ class WebhookStatus(_Model):
     sent: tuple[DeploymentEvent, ...] = ()
     counters: Counters = Field(default_factory=Counters)
     consecutive_failures: int = 0
+    failing_since: datetime.datetime | None = None  # first failed attempt since the last success
     pause: Pause | None = None
     handled_ping: str | None = None
     handled_redeliver: str | None = None
+    handled_enable: str | None = None
 
     @field_validator("pending")
     @classmethod
@@ -116,6 +121,7 @@ class WebhookView(_Model):
     spec_error: str | None
     ping: str | None
     redeliver: str | None
+    enable: str | None = None
     body_meta: dict[str, Any]  # apiVersion/kind/metadata, enough to post a Kubernetes Event
 
 
@@ -174,7 +180,7 @@ def parse_webhook(body: Mapping[str, Any], *, cluster: bool) -> WebhookView:
     except ValidationError as exc:
         error = first_error(exc)
     if spec is not None:
-        error = _scope_error(spec, cluster=cluster, namespace=ref.namespace)
+        error = _scope_error(spec, cluster=cluster, namespace=ref.namespace) or custom.template_error(spec)
         if error is not None:
             spec = None
     annotations = meta.get("annotations") or {}
@@ -190,6 +196,7 @@ def parse_webhook(body: Mapping[str, Any], *, cluster: bool) -> WebhookView:
         spec_error=error,
         ping=_str_or_none(annotations.get(PING_ANNOTATION)),
         redeliver=_str_or_none(annotations.get(REDELIVER_ANNOTATION)),
+        enable=_str_or_none(annotations.get(ENABLE_ANNOTATION)),
         body_meta={
             "apiVersion": body.get("apiVersion"),
             "kind": body.get("kind"),

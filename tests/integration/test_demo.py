@@ -20,20 +20,32 @@ def test_demo_runs_the_whole_flow_and_exits_zero(done: subprocess.CompletedProce
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     arrivals = [line for line in out.splitlines() if line.strip().startswith("->")]
-    assert len(arrivals) == 20
+    assert len(arrivals) == 26
     assert all("HTTP 200" in line for line in arrivals)
     assert sum("DEPLOYMENT_STARTED" in line for line in arrivals) == 8
     assert sum("signature verified" in line for line in arrivals) == 8  # the signed STANDARD webhook
     assert "SIGNATURE INVALID" not in out
-    assert "20 deliveries received." in out
+    # The CLOUDEVENTS webhook takes outcomes, the CUSTOM one production failures: of both the
+    # Environments and the Deployment source's rollouts.
+    assert sum("dev.herald.deployment." in line for line in arrivals) == 4
+    assert sum("custom: Deployment failed: shop-frontend" in line for line in arrivals) == 2
+    assert "26 deliveries received." in out
     table = out[out.index("$ kubectl get") :].splitlines()[1:]
     rows = {row.split()[2]: row.split() for row in table[1:] if row.strip()}
-    assert set(rows) == {"shop-deployments", "slack-deployments", "deployment-audit"}
+    assert set(rows) == {
+        "shop-deployments",
+        "slack-deployments",
+        "deployment-events",
+        "incident-on-failure",
+        "deployment-audit",
+    }
     for row in rows.values():
         assert row[5] == "True"  # READY
         assert row[6] == "Succeeded"
         assert row[-1] == "0"  # nothing pending
     assert rows["slack-deployments"][7] == "4"  # SUCCESSFUL and FAILURE only
+    assert rows["deployment-events"][7] == "4"
+    assert rows["incident-on-failure"][7] == "2"  # the production failures only
     assert not re.search(r"not-a-real-token", out + done.stderr)  # the Slack URL is a credential
 
 

@@ -171,9 +171,10 @@ async def test_watch_drops_and_relists_send_no_duplicates(emu: Emulator, receive
 
 
 async def test_500_rapid_changes_across_50_environments(emu: Emulator, receiver: Receiver) -> None:
-    # Emulator, operator and receiver share one event loop here: a generous timeout keeps a busy
-    # loop from turning slow answers into retries (which would be correct, but not exactly-once).
-    async with running_operator(emu, dataclasses.replace(FAST, delivery_timeout=20)):
+    # Emulator, operator and receiver share one event loop here: generous timeouts (connecting
+    # included) keep a busy loop from turning slow answers into retries (which would be correct,
+    # but not exactly-once, and a retried STARTED would go after its terminal event).
+    async with running_operator(emu, dataclasses.replace(FAST, delivery_timeout=20, connect_timeout=20)):
         await _storm(emu, receiver)
 
 

@@ -246,7 +246,7 @@ async def test_bad_input_is_reported_and_isolated(
 ) -> None:
     both = webhook("both", f"{receiver.url}/both", urlSecretRef={"name": "x"})
     await emu.create(both)
-    bad_kind = webhook("bad-kind", f"{receiver.url}/bad", kind="TEAMS")
+    bad_kind = webhook("bad-kind", f"{receiver.url}/bad", kind="DISCORD")
     await emu.create(bad_kind)
     await emu.create(webhook("good", f"{receiver.url}/good"))
     await emu.create(

@@ -8,9 +8,11 @@ import json
 import logging
 import time
 import typing
+from pathlib import Path
 
 import pydantic
 import pytest
+import yaml
 
 from herald.cli import READY_WINDOW, Readiness, _parser, json_formatter, main, parse_settings
 from herald.settings import DEFAULT_RETRY_SCHEDULE, MAX_PENDING_LIMIT, Settings, SourceName
@@ -176,3 +178,144 @@ def test_help_gives_each_default_from_settings(capsys: pytest.CaptureFixture[str
     text = " ".join(capsys.readouterr().out.split())
     assert "HERALD_RETRY_JITTER; default 0.2" in text
     assert "HERALD_MAX_PENDING; default 100" in text
+
+
+# ---------------------------------------------------------------- herald render
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
+
+
+def render(argv: list[str], capsys: pytest.CaptureFixture[bytes]) -> tuple[int, list[str], bytes, str]:
+    """``herald render``'s exit code, header lines, body and stderr."""
+    code = main(["render", *argv])
+    out = capsys.readouterr()
+    head, _, body = out.out.partition(b"\n\n")
+    return code, head.decode().splitlines(), body.removesuffix(b"\n"), out.err.decode()
+
+
+def write(tmp_path: Path, name: str, doc: object) -> str:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(doc) if not isinstance(doc, str) else doc)
+    return str(path)
+
+
+def webhook(**spec: object) -> dict[str, object]:
+    base = {"url": "https://receiver.example/hooks", "events": ["DEPLOYMENT_FAILURE"]}
+    return {
+        "apiVersion": "herald.dev/v1alpha1",
+        "kind": "Webhook",
+        "metadata": {"name": "w"},
+        "spec": base | spec,
+    }
+
+
+def test_render_prints_the_request_of_an_example(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    code, head, body, err = render(
+        [
+            "-f",
+            str(EXAMPLES / "20-webhook-standard.yaml"),
+            "--environment",
+            str(EXAMPLES / "40-environment.yaml"),
+            "--event",
+            "DEPLOYMENT_SUCCESSFUL",
+        ],
+        capsysbinary,
+    )
+    assert (code, err) == (0, "")
+    assert head[0] == "POST http://receiver.demo.svc:8080/hooks"
+    assert "Content-Type: application/json" in head
+    assert "Qovery-Secret: <the value of Secret herald-demo key secret>" in head
+    assert any(
+        line.startswith("webhook-signature: <signed with Secret herald-demo key signingKey>") for line in head
+    )
+    document = json.loads(body)
+    assert document["event_type"] == "DEPLOYMENT_SUCCESSFUL"
+    assert document["payload"]["project"]["name"] == "shop-frontend"  # the given Environment, not the sample
+    assert document["payload"]["current_status"] == "DEPLOYED"
+
+
+def test_render_defaults_to_the_sample_and_the_first_event(
+    tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    path = write(tmp_path, "w.yaml", webhook(kind="CLOUDEVENTS", cloudEvents={"mode": "binary"}))
+    code, head, body, _ = render(["-f", path], capsysbinary)
+    assert code == 0
+    assert "ce-type: dev.herald.deployment.failed" in head
+    assert json.loads(body)["payload"]["project"]["name"] == "sample-shop"
+
+
+def test_render_shows_a_custom_template_and_its_headers(
+    tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    template = {"body": "{{ event_type }} in {{ payload.environment.name }}", "contentType": "text/plain"}
+    path = write(
+        tmp_path, "w.yaml", webhook(kind="CUSTOM", template={**template, "headers": {"X-Team": "a"}})
+    )
+    code, head, body, _ = render(["-f", path, "--event", "DEPLOYMENT_STARTED"], capsysbinary)
+    assert code == 0
+    assert "Content-Type: text/plain" in head
+    assert "X-Team: a" in head
+    assert body == b"DEPLOYMENT_STARTED in sample-production"
+
+
+@pytest.mark.parametrize(
+    ("files", "argv", "needle"),
+    [
+        ({}, ["-f", "{tmp}/missing.yaml"], "missing.yaml: No such file"),
+        ({"w.yaml": "a: [b"}, ["-f", "{tmp}/w.yaml"], "not YAML"),
+        (
+            {"w.yaml": {"kind": "Secret"}},
+            ["-f", "{tmp}/w.yaml"],
+            "expected one Webhook or ClusterWebhook, found 0",
+        ),
+        ({"w.yaml": webhook(kind="TELEGRAM")}, ["-f", "{tmp}/w.yaml"], "spec.kind"),
+        (
+            {"w.yaml": webhook(kind="CUSTOM", template={"body": "{{ nope }}"})},
+            ["-f", "{tmp}/w.yaml"],
+            "spec.template.body: line 1: 'nope' is undefined",
+        ),
+        (
+            {
+                "w.yaml": webhook(kind="STANDARD"),
+                "e.yaml": {"kind": "Environment", "metadata": {"name": "e"}},
+            },
+            ["-f", "{tmp}/w.yaml", "--environment", "{tmp}/e.yaml"],
+            "spec: must be an object",
+        ),
+        (
+            {
+                "w.yaml": webhook(
+                    kind="CUSTOM", template={"body": '{"m": {{ payload.message | default("") | tojson }}}'}
+                ),
+                "e.yaml": {
+                    "kind": "Environment",
+                    "metadata": {"name": "e"},
+                    "spec": {"organization": {"name": "o"}, "project": {"name": "p"}, "type": "QA"},
+                },
+            },
+            ["-f", "{tmp}/w.yaml", "--environment", "{tmp}/e.yaml"],
+            "spec.type",
+        ),
+    ],
+)
+def test_render_errors_exit_2_with_a_message(
+    tmp_path: Path,
+    capsysbinary: pytest.CaptureFixture[bytes],
+    files: dict[str, object],
+    argv: list[str],
+    needle: str,
+) -> None:
+    for name, doc in files.items():
+        write(tmp_path, name, doc)
+    code, _, body, err = render([a.format(tmp=tmp_path) for a in argv], capsysbinary)
+    assert code == 2
+    assert body == b""
+    assert err.startswith("herald render: ")
+    assert needle in err
+
+
+def test_render_refuses_an_unknown_event(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["render", "-f", str(EXAMPLES / "20-webhook-standard.yaml"), "--event", "DEPLOYMENT_EXPLODED"])
+    assert exc.value.code == 2
+    assert b"DEPLOYMENT_EXPLODED" in capsysbinary.readouterr().err

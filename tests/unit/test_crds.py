@@ -31,24 +31,42 @@ from pydantic import BaseModel, ValidationError
 
 from herald import models
 from herald.models import (
+    CONTENT_TYPE_PATTERN,
     DEFAULT_CA_KEY,
+    DEFAULT_DISABLE_AFTER,
     DEFAULT_SECRET_KEY,
     DEFAULT_SIGNING_KEY,
     DEFAULT_URL_KEY,
     DEPLOYMENT_EVENTS,
     DNS_SUBDOMAIN_PATTERN,
+    DURATION_PATTERN,
+    HEADER_VALUE_PATTERN,
+    MAX_CONTENT_TYPE_LENGTH,
     MAX_DESCRIPTION_LENGTH,
     MAX_FILTER_ITEMS,
+    MAX_HEADER_VALUE_LENGTH,
     MAX_NAME_LENGTH,
+    MAX_RATE_BURST,
+    MAX_RATE_PER_SECOND,
+    MAX_TEMPLATE_HEADERS,
+    MAX_TEMPLATE_LENGTH,
     MAX_URL_LENGTH,
+    MIN_RATE_PER_SECOND,
+    MSG_CLOUDEVENTS_KIND,
     MSG_EVENTS_EMPTY,
     MSG_EVENTS_UNIQUE,
+    MSG_HEADER_NAME,
+    MSG_HEADER_RESERVED,
     MSG_ONE_SOURCE,
+    MSG_TEMPLATE_KIND,
     MSG_URL_OR_SECRET,
     MSG_URL_SCHEME,
+    RESERVED_HEADERS,
     URL_PATTERN,
     ArgoCDRef,
     Attempt,
+    CloudEventsMode,
+    CloudEventsOptions,
     Condition,
     DeliveryOutcome,
     DeliveryRecord,
@@ -65,9 +83,11 @@ from herald.models import (
     LabelSelectorRequirement,
     Named,
     PendingDelivery,
+    RateLimit,
     SecretRef,
     Service,
     SourceRef,
+    Template,
     WebhookKind,
     WebhookSpec,
 )
@@ -123,13 +143,20 @@ def example(kind: str, name: str | None = None) -> dict[str, Any]:
 
 
 def node(schema: Mapping[str, Any], path: str) -> dict[str, Any]:
-    """The subschema at a dotted path; ``[]`` steps into a list's items (``spec.events[]``)."""
+    """The subschema at a dotted path; ``[]`` steps into a list's items (``spec.events[]``), ``{}``
+    into a map's values (``spec.template.headers{}``)."""
     current: Any = schema
     for part in path.split("."):
-        name, items = part.removesuffix("[]"), part.endswith("[]")
+        name, items, values = (
+            part.removesuffix("[]").removesuffix("{}"),
+            part.endswith("[]"),
+            part.endswith("{}"),
+        )
         current = current["properties"][name]
         if items:
             current = current["items"]
+        if values:
+            current = current["additionalProperties"]
     return dict(current)
 
 
@@ -476,6 +503,7 @@ ENUMS = [
         for kind in ("Webhook", "ClusterWebhook")
         for path, expected in [
             ("spec.kind", _values(WebhookKind)),
+            ("spec.cloudEvents.mode", _values(CloudEventsMode)),
             ("spec.events[]", [e.value for e in DEPLOYMENT_EVENTS]),
             ("spec.environmentTypesFilter[]", _values(EnvironmentType)),
             ("status.lastDelivery.event", _values(EventType)),
@@ -532,6 +560,21 @@ LIMITS = (
             ("spec.projectNamesFilter[]", "maxLength", MAX_NAME_LENGTH),
             ("spec.projectNamesFilter[]", "minLength", 1),
             ("spec.enabled", "default", WebhookSpec.model_fields["enabled"].default),
+            ("spec.template.body", "maxLength", MAX_TEMPLATE_LENGTH),
+            ("spec.template.body", "minLength", 1),
+            ("spec.template.contentType", "maxLength", MAX_CONTENT_TYPE_LENGTH),
+            ("spec.template.contentType", "pattern", CONTENT_TYPE_PATTERN),
+            ("spec.template.contentType", "default", Template.model_fields["content_type"].default),
+            ("spec.template.headers", "maxProperties", MAX_TEMPLATE_HEADERS),
+            ("spec.template.headers{}", "maxLength", MAX_HEADER_VALUE_LENGTH),
+            ("spec.template.headers{}", "pattern", HEADER_VALUE_PATTERN),
+            ("spec.cloudEvents.mode", "default", CloudEventsOptions.model_fields["mode"].default.value),
+            ("spec.rateLimit.perSecond", "minimum", MIN_RATE_PER_SECOND),
+            ("spec.rateLimit.perSecond", "maximum", MAX_RATE_PER_SECOND),
+            ("spec.rateLimit.burst", "maximum", MAX_RATE_BURST),
+            ("spec.rateLimit.burst", "default", RateLimit.model_fields["burst"].default),
+            ("spec.disableAfter", "pattern", DURATION_PATTERN),
+            ("spec.disableAfter", "default", DEFAULT_DISABLE_AFTER),
             ("status.deliveries", "maxItems", Settings().history_limit),
             ("status.sent", "maxItems", Settings().history_limit),
             ("status.deliveries[].attemptLog", "maxItems", ATTEMPT_LOG_LIMIT),
@@ -606,8 +649,22 @@ def test_cel_messages_are_the_models_constants() -> None:
             for _, _, sub in all_nodes(kind)
             for rule in sub.get("x-kubernetes-validations", ())
         }
-        assert set(rules) == {MSG_URL_OR_SECRET, MSG_URL_SCHEME, MSG_EVENTS_EMPTY, MSG_EVENTS_UNIQUE}
+        assert set(rules) == {
+            MSG_URL_OR_SECRET,
+            MSG_URL_SCHEME,
+            MSG_EVENTS_EMPTY,
+            MSG_EVENTS_UNIQUE,
+            MSG_TEMPLATE_KIND,
+            MSG_CLOUDEVENTS_KIND,
+            MSG_HEADER_NAME,
+            MSG_HEADER_RESERVED,
+        }
         assert rules[MSG_URL_OR_SECRET] == "has(self.url) != has(self.urlSecretRef)"
+        reserved = re.fullmatch(
+            r"self\.all\(k, !k\.matches\('\(\?i\)\^\((.*)\)\$'\)\)", rules[MSG_HEADER_RESERVED]
+        )
+        assert reserved is not None
+        assert set(reserved.group(1).split("|")) == RESERVED_HEADERS
         assert rules[MSG_URL_SCHEME] == f"self.matches(r'{URL_PATTERN}')"
     assert not list(
         rule for _, _, sub in all_nodes("Environment") for rule in sub.get("x-kubernetes-validations", ())
@@ -628,6 +685,15 @@ FIELDS = [
     ("Webhook", "spec", WebhookSpec, {"namespaceSelector"}, True),
     ("ClusterWebhook", "spec.namespaceSelector", LabelSelector, set(), True),
     ("ClusterWebhook", "spec.namespaceSelector.matchExpressions[]", LabelSelectorRequirement, set(), True),
+    *(
+        (kind, path, model, set(), True)
+        for kind in ("Webhook", "ClusterWebhook")
+        for path, model in [
+            ("spec.template", Template),
+            ("spec.cloudEvents", CloudEventsOptions),
+            ("spec.rateLimit", RateLimit),
+        ]
+    ),
     *(("ClusterWebhook", f"spec.{field}", SecretRef, set(), False) for field, _ in REF_FIELDS),
     *(("Webhook", f"spec.{field}", SecretRef, set(), False) for field, _ in REF_FIELDS),
     *(
@@ -693,8 +759,13 @@ def test_notifications_keep_every_field(kind: str) -> None:
 
 def test_examples_cover_each_kind() -> None:
     kinds = [doc["kind"] for doc in EXAMPLES]
-    assert kinds.count("Webhook") == 2
-    assert {doc["spec"]["kind"] for doc in EXAMPLES if doc["kind"] == "Webhook"} == {"STANDARD", "SLACK"}
+    assert kinds.count("Webhook") == 4
+    assert {doc["spec"]["kind"] for doc in EXAMPLES if doc["kind"] == "Webhook"} == {
+        "STANDARD",
+        "SLACK",
+        "CLOUDEVENTS",
+        "CUSTOM",
+    }
     assert {"Namespace", "Secret", "ClusterWebhook", "Environment"} <= set(kinds)
     assert all(len(_documents(path)) == 1 for path in EXAMPLE_FILES), "one object per file"
 
@@ -747,7 +818,90 @@ SLACK_URL_REF = {"name": "herald-demo", "key": "url"}
 # (case id, example, merge patch, CEL message expected or None,
 #  whether the operator's parser rejects it too; None where the operator enforces it elsewhere)
 INVALID = [
-    ("unknown kind", STANDARD, {"spec": {"kind": "TEAMS"}}, None, True),
+    ("unknown kind", STANDARD, {"spec": {"kind": "DISCORD"}}, None, True),
+    ("custom without template", STANDARD, {"spec": {"kind": "CUSTOM"}}, MSG_TEMPLATE_KIND, True),
+    (
+        "template on a STANDARD webhook",
+        STANDARD,
+        {"spec": {"template": {"body": "{}"}}},
+        MSG_TEMPLATE_KIND,
+        True,
+    ),
+    ("empty template", STANDARD, {"spec": {"kind": "CUSTOM", "template": {"body": ""}}}, None, True),
+    (
+        "template too long",
+        STANDARD,
+        {"spec": {"kind": "CUSTOM", "template": {"body": "x" * (MAX_TEMPLATE_LENGTH + 1)}}},
+        None,
+        True,
+    ),
+    (
+        "bad content type",
+        STANDARD,
+        {"spec": {"kind": "CUSTOM", "template": {"body": "{}", "contentType": "json"}}},
+        None,
+        True,
+    ),
+    (
+        "header name with a colon",
+        STANDARD,
+        {"spec": {"kind": "CUSTOM", "template": {"body": "{}", "headers": {"X-A:b": "1"}}}},
+        MSG_HEADER_NAME,
+        True,
+    ),
+    *(
+        (
+            f"reserved header {name}",
+            STANDARD,
+            {"spec": {"kind": "CUSTOM", "template": {"body": "{}", "headers": {name: "1"}}}},
+            MSG_HEADER_RESERVED,
+            True,
+        )
+        for name in ("Content-Type", "qovery-secret", "Webhook-Signature", "HOST")
+    ),
+    (
+        "header value with a newline",
+        STANDARD,
+        {"spec": {"kind": "CUSTOM", "template": {"body": "{}", "headers": {"X-A": "a\r\nb: c"}}}},
+        None,
+        True,
+    ),
+    (
+        "too many headers",
+        STANDARD,
+        {
+            "spec": {
+                "kind": "CUSTOM",
+                "template": {
+                    "body": "{}",
+                    "headers": {f"X-{i}": "1" for i in range(MAX_TEMPLATE_HEADERS + 1)},
+                },
+            }
+        },
+        None,
+        True,
+    ),
+    (
+        "cloudEvents on a STANDARD webhook",
+        STANDARD,
+        {"spec": {"cloudEvents": {"mode": "binary"}}},
+        MSG_CLOUDEVENTS_KIND,
+        True,
+    ),
+    (
+        "unknown cloudEvents mode",
+        STANDARD,
+        {"spec": {"kind": "CLOUDEVENTS", "cloudEvents": {"mode": "batched"}}},
+        None,
+        True,
+    ),
+    ("rate of zero", STANDARD, {"spec": {"rateLimit": {"perSecond": 0}}}, None, True),
+    ("rate too high", STANDARD, {"spec": {"rateLimit": {"perSecond": 1000}}}, None, True),
+    ("rate without perSecond", STANDARD, {"spec": {"rateLimit": {"burst": 2}}}, None, True),
+    ("burst of zero", STANDARD, {"spec": {"rateLimit": {"perSecond": 1, "burst": 0}}}, None, True),
+    ("disableAfter in days", STANDARD, {"spec": {"disableAfter": "5d"}}, None, True),
+    ("disableAfter negative", STANDARD, {"spec": {"disableAfter": "-1h"}}, None, True),
+    ("cluster template on SLACK", CLUSTER, {"spec": {"template": {"body": "{}"}}}, MSG_TEMPLATE_KIND, True),
     ("missing kind", STANDARD, {"spec": {"kind": None}}, None, True),
     ("missing events", STANDARD, {"spec": {"events": None}}, None, True),
     ("empty events", STANDARD, {"spec": {"events": []}}, MSG_EVENTS_EMPTY, True),
@@ -933,6 +1087,29 @@ def test_invalid_object_is_rejected(
 
 
 @pytest.mark.parametrize(
+    "patch",
+    [
+        {"rateLimit": {"perSecond": 0.5}},
+        {"rateLimit": {"perSecond": MIN_RATE_PER_SECOND, "burst": 100}},
+        {"disableAfter": "1h30m"},
+        {"disableAfter": "0s"},
+        {"kind": "CLOUDEVENTS", "cloudEvents": {"mode": "binary"}},
+        {"kind": "CLOUDEVENTS"},
+        {"kind": "TEAMS"},
+        {
+            "kind": "CUSTOM",
+            "template": {"body": "{{ event_type }}", "contentType": "text/plain; charset=utf-8"},
+        },
+        {"kind": "CUSTOM", "template": {"body": "{}", "headers": {"X-Api-Key-Id": "a b", "x-team": ""}}},
+    ],
+)
+def test_new_fields_accepted_by_the_crd_and_the_operator(patch: dict[str, Any]) -> None:
+    obj = merge_patch(example(*STANDARD), {"spec": patch})
+    assert rejections("Webhook", obj) == []
+    assert operator_error(obj) is None
+
+
+@pytest.mark.parametrize(
     "url",
     [
         "http://receiver.demo.svc:8080/hooks",
@@ -1018,6 +1195,8 @@ def _full_status() -> dict[str, Any]:
         observed_generation=2,
     )
     status = WebhookStatus(
+        failing_since=NOW,
+        handled_enable="1",
         observed_generation=2,
         conditions=(ready,),
         last_delivery=record,

@@ -1,4 +1,5 @@
-"""herald.payloads: the format table, the STANDARD envelope and the SLACK message.
+"""herald.payloads: the format table, the STANDARD envelope and the SLACK message (the newer kinds:
+test_payload_kinds.py).
 
 The golden files in ``golden/`` were written once from the events below and reviewed by hand;
 the tests compare parsed JSON, so a change of either format shows up as a reviewed diff.
@@ -24,6 +25,7 @@ from herald.models import (
     EventType,
     ObjectRef,
     WebhookKind,
+    WebhookSpec,
 )
 from herald.payloads import FORMATS, Format, UnknownKind, format_for, slack, standard
 
@@ -103,12 +105,40 @@ def ping() -> DeploymentEvent:
     return ping_event(webhook=ObjectRef(namespace="shop", name="receiver"), nonce="1", created_at=NOW)
 
 
+def spec_of(kind: WebhookKind, **fields: Any) -> WebhookSpec:
+    """A webhook of ``kind`` (a CUSTOM one sends the STANDARD envelope and a one-line summary)."""
+    template = {
+        "body": '{"summary": {{ (event_type ~ " " ~ payload.project.name) | tojson }}, '
+        '"standard": {{ standard | tojson }}}',
+        "headers": {"X-Herald-Kind": "custom"},
+    }
+    defaults: dict[str, Any] = {"template": template} if kind is WebhookKind.CUSTOM else {}
+    return WebhookSpec.model_validate(
+        {
+            "kind": kind.value,
+            "url": "https://receiver.example/hooks",
+            "events": ["DEPLOYMENT_STARTED"],
+            **defaults,
+            **fields,
+        }
+    )
+
+
+def body_of(kind: WebhookKind, event: DeploymentEvent) -> bytes:
+    return format_for(kind).render(event, spec_of(kind)).body
+
+
 GOLDEN_CASES = {
     "standard_successful": (WebhookKind.STANDARD, successful),
     "standard_failure": (WebhookKind.STANDARD, failure),
     "standard_test": (WebhookKind.STANDARD, ping),
     "slack_successful": (WebhookKind.SLACK, successful),
     "slack_failure": (WebhookKind.SLACK, failure),
+    "custom_failure": (WebhookKind.CUSTOM, failure),
+    "cloudevents_successful": (WebhookKind.CLOUDEVENTS, successful),
+    "teams_successful": (WebhookKind.TEAMS, successful),
+    "teams_failure": (WebhookKind.TEAMS, failure),
+    "teams_test": (WebhookKind.TEAMS, ping),
 }
 
 
@@ -119,12 +149,12 @@ def test_one_format_per_kind() -> None:
     assert set(FORMATS) == set(WebhookKind)
     for kind in WebhookKind:
         assert isinstance(format_for(kind), Format)
-        assert format_for(kind).content_type == "application/json"
+        assert format_for(kind).render(successful(), spec_of(kind)).content_type.startswith("application/")
 
 
 def test_format_for_an_unknown_kind() -> None:
-    with pytest.raises(UnknownKind, match="TEAMS"):
-        format_for("TEAMS")  # type: ignore[arg-type]
+    with pytest.raises(UnknownKind, match="DISCORD"):
+        format_for("DISCORD")  # type: ignore[arg-type]
 
 
 def test_formats_accept_the_kind_as_plain_text() -> None:
@@ -137,14 +167,14 @@ def test_formats_accept_the_kind_as_plain_text() -> None:
 @pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
 def test_golden(name: str) -> None:
     kind, build = GOLDEN_CASES[name]
-    body = format_for(kind).render(build())
+    body = body_of(kind, build())
     assert json.loads(body) == json.loads((GOLDEN / f"{name}.json").read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
 def test_rendering_is_deterministic(name: str) -> None:
     kind, build = GOLDEN_CASES[name]
-    assert format_for(kind).render(build()) == format_for(kind).render(build())
+    assert body_of(kind, build()) == body_of(kind, build())
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
@@ -157,7 +187,7 @@ def test_rendering_survives_persistence(name: str) -> None:
     for kind_name in ("applications", "databases", "containers", "jobs"):
         dumped[kind_name] = [dict(reversed(service.items())) for service in dumped[kind_name]]
     resumed = DeploymentEvent.model_validate(dumped)
-    assert format_for(kind).render(resumed) == format_for(kind).render(event)
+    assert body_of(kind, resumed) == body_of(kind, event)
 
 
 # ---------------------------------------------------------------- STANDARD
@@ -517,8 +547,8 @@ def events(draw: st.DrawFn) -> DeploymentEvent:
 @settings(max_examples=150, deadline=None)
 @given(events())
 def test_every_format_renders_any_event(event: DeploymentEvent) -> None:
-    for kind, fmt in FORMATS.items():
-        body = fmt.render(event)
+    for kind in FORMATS:
+        body = body_of(kind, event)
         assert isinstance(json.loads(body), dict), kind
     assert len(standard.render(event)) <= MAX
     message = slack_message(event)

@@ -209,6 +209,24 @@ def test_scope_rules() -> None:
     assert ok.generation == 2
 
 
+def test_a_template_that_fails_makes_the_spec_unusable_with_its_line() -> None:
+    meta = {"name": "w", "namespace": "ns", "generation": 3}
+    spec = {"url": "https://x.example/h", "kind": "CUSTOM", "events": ["DEPLOYMENT_FAILURE"]}
+    broken = {**spec, "template": {"body": '{"a": 1,\n "b": {{ payload.nope | tojson }}}'}}
+    view = parse_webhook({"metadata": meta, "spec": broken}, cluster=False)
+    assert view.spec is None
+    assert view.spec_error is not None
+    assert view.spec_error.startswith("spec.template.body: line 2: 'dict object' has no attribute 'nope'")
+    fixed = {**spec, "template": {"body": '{"e": {{ event_type | tojson }}}'}}
+    assert parse_webhook({"metadata": meta, "spec": fixed}, cluster=False).spec is not None
+
+
+def test_the_enable_annotation_is_read() -> None:
+    meta = {"name": "w", "namespace": "ns", "annotations": {"herald.dev/enable": "after-fix-1"}}
+    spec = {"url": "https://x.example/h", "kind": "STANDARD", "events": ["DEPLOYMENT_STARTED"]}
+    assert parse_webhook({"metadata": meta, "spec": spec}, cluster=False).enable == "after-fix-1"
+
+
 def with_logs(n: int, lines: list[str]) -> PendingDelivery:
     e = event(n)
     e = e.model_copy(update={"deployment": e.deployment.model_copy(update={"logs": tuple(lines)})})

@@ -24,7 +24,7 @@ from typing import Any
 
 from herald.models import DeploymentEvent, EventType, Named, Service
 
-__all__ = ["CONTENT_TYPE", "MAX_BODY_BYTES", "check_response", "render"]
+__all__ = ["CONTENT_TYPE", "MAX_BODY_BYTES", "check_response", "document", "encode", "render"]
 
 CONTENT_TYPE = "application/json"
 MAX_BODY_BYTES = 256 * 1024
@@ -32,7 +32,8 @@ _SERVICE_KINDS = ("applications", "databases", "containers", "jobs")
 _TRUNCATION_MARK = "…"
 
 
-def _encode(value: Any) -> bytes:
+def encode(value: Any) -> bytes:
+    """Compact UTF-8 JSON, as every JSON format of Herald sends it."""
     # "replace" only matters for lone surrogates in pass-through service fields: never crash on them.
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
 
@@ -95,10 +96,10 @@ def _drop_oldest_logs(document: dict[str, Any]) -> None:
     payload = document["payload"]
     logs: list[str] = payload["logs"]
     payload.update(logs=[], logs_truncated=True, logs_omitted=0)
-    base = len(_encode(document))  # no lines, a one-digit count
+    base = len(encode(document))  # no lines, a one-digit count
     total = len(logs)
     # tail[i]: bytes of the newest i lines as list items, the commas between them included
-    tail = [0, *accumulate(len(_encode(line)) + 1 for line in reversed(logs))]
+    tail = [0, *accumulate(len(encode(line)) + 1 for line in reversed(logs))]
     dropped = next(
         (k for k in range(1, total) if base + len(str(k)) - 1 + tail[total - k] - 1 <= MAX_BODY_BYTES),
         total,
@@ -119,18 +120,28 @@ def _largest_fitting(build: Callable[[int], bytes], upper: int) -> bytes:
 
 
 def render(event: DeploymentEvent) -> bytes:
+    return _fitted(event)[1]
+
+
+def document(event: DeploymentEvent) -> dict[str, Any]:
+    """The STANDARD envelope as data, already cut to fit: what CLOUDEVENTS carries as ``data`` and
+    what a CUSTOM template sees."""
+    return _fitted(event)[0]
+
+
+def _fitted(event: DeploymentEvent) -> tuple[dict[str, Any], bytes]:
     document = _document(event)
-    body = _encode(document)
+    body = encode(document)
     payload = document["payload"]
     if len(body) > MAX_BODY_BYTES and payload["logs"]:
         _drop_oldest_logs(document)
-        body = _encode(document)
+        body = encode(document)
     message = payload.get("message")
     if len(body) > MAX_BODY_BYTES and message:
 
         def with_message(chars: int) -> bytes:
             payload.update(message=message[:chars] + _TRUNCATION_MARK, message_truncated=True)
-            return _encode(document)
+            return encode(document)
 
         body = _largest_fitting(with_message, len(message) - 1)
     services: dict[str, list[Any]] = {kind: payload[kind] for kind in _SERVICE_KINDS}
@@ -141,10 +152,10 @@ def render(event: DeploymentEvent) -> bytes:
             payload.update({kind: listed[:cap] for kind, listed in services.items()})
             omitted = count - sum(len(payload[kind]) for kind in _SERVICE_KINDS)
             payload.update(services_truncated=True, services_omitted=omitted)
-            return _encode(document)
+            return encode(document)
 
         body = _largest_fitting(with_services, max(len(listed) for listed in services.values()) - 1)
-    return body
+    return document, body
 
 
 def check_response(status: int, body: bytes) -> str | None:
