@@ -20,6 +20,7 @@ from typing import Any
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from herald.events import LEDGER_ANNOTATION, derive_events, parse_environment, parse_ledger
 from herald.settings import Settings
 from herald.testing import (
     Emulator,
@@ -34,6 +35,8 @@ from herald.testing import (
 )
 
 __all__ = ["run_demo"]
+
+ROLLOUTS = "shop-frontend-rollouts"  # the Environment whose deployments come from a Deployment
 
 DEMO_SETTINGS = Settings(
     egress_allow=(ipaddress.ip_network("127.0.0.0/8"),),
@@ -197,7 +200,18 @@ async def _drive(emu: Emulator, receiver: Receiver, docs: list[dict[str, Any]]) 
         _print(f"\nDEMO FAILED: {exc}")
         return 1
 
+    environments = [env["metadata"]["name"], failing["metadata"]["name"], ROLLOUTS]
+
+    def notified(name: str) -> bool:
+        """Every event of the Environment's deployment is recorded as notified (deliveries stored)."""
+        body = emu.get("Environment", namespace, name) or {}
+        _, _, deployment = parse_environment(body)
+        ledger = parse_ledger(((body.get("metadata") or {}).get("annotations") or {}).get(LEDGER_ANNOTATION))
+        return deployment is not None and not derive_events(deployment, ledger)
+
     def settled() -> bool:
+        if not all(notified(name) for name in environments):
+            return False
         finished = 0
         for kind, ns, name in webhooks:
             status = (emu.get(kind, ns, name) or {}).get("status") or {}
@@ -223,7 +237,7 @@ async def _rollouts(emu: Emulator, env: Mapping[str, Any]) -> None:
     namespace = env["metadata"]["namespace"]
     labels = {"app.kubernetes.io/part-of": "shop-frontend"}
     sourced = copy.deepcopy(dict(env))
-    sourced["metadata"] = {"name": "shop-frontend-rollouts", "namespace": namespace}
+    sourced["metadata"] = {"name": ROLLOUTS, "namespace": namespace}
     sourced["spec"]["source"] = {"deployments": {"selector": {"matchLabels": labels}}}
     sourced.pop("status", None)
     await emu.create(sourced)

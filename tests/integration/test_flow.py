@@ -201,7 +201,7 @@ async def test_a_webhook_deleted_during_a_watch_gap_stops_receiving(
     emu: Emulator, receiver: Receiver
 ) -> None:
     settings = dataclasses.replace(
-        FAST, watch_timeout=0.5
+        FAST, watch_timeout=1
     )  # kopf re-lists, Herald reconciles, twice a second
     async with running_operator(emu, settings) as operator:
         await emu.create(webhook("stays", f"{receiver.url}/stays", events=("DEPLOYMENT_STARTED",)))
