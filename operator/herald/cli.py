@@ -43,7 +43,16 @@ from herald.source_handlers import usable_sources
 from herald.sources import SOURCE_NAMES
 from herald.status import parse_webhook
 
-__all__ = ["main", "parse_settings"]
+__all__ = [
+    "READY_WINDOW",
+    "Readiness",
+    "json_formatter",
+    "listen",
+    "main",
+    "parse_settings",
+    "serve_health",
+    "serve_metrics",
+]
 
 T = TypeVar("T")
 TRUE = {"1", "true", "yes", "on"}

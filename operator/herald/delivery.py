@@ -61,6 +61,7 @@ from herald.signing import signature_headers
 
 __all__ = [
     "CA_CLIENT_CACHE_SIZE",
+    "MAX_KEEPALIVE_CONNECTIONS",
     "AttemptResult",
     "DeliveryClient",
     "DeliveryError",

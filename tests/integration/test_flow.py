@@ -200,9 +200,7 @@ async def test_an_event_nobody_listens_to_writes_nothing(
 async def test_a_webhook_deleted_during_a_watch_gap_stops_receiving(
     emu: Emulator, receiver: Receiver
 ) -> None:
-    settings = dataclasses.replace(
-        FAST, watch_timeout=1
-    )  # kopf re-lists, Herald reconciles, twice a second
+    settings = dataclasses.replace(FAST, watch_timeout=1)  # kopf re-lists, Herald reconciles, twice a second
     async with running_operator(emu, settings) as operator:
         await emu.create(webhook("stays", f"{receiver.url}/stays", events=("DEPLOYMENT_STARTED",)))
         await emu.create(webhook("gone", f"{receiver.url}/gone", events=("DEPLOYMENT_STARTED",)))

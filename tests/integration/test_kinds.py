@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
-from herald.demo import Emulator, Receiver, wait_for
 from herald.handlers import Runtime
 from herald.metrics import Metrics
+from herald.testing import Emulator, Receiver, wait_for
 
 from .conftest import NS, condition, deploy, environment, status_of, webhook
 from .test_operations import annotate, family, labels, reasons, scrape

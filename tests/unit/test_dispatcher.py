@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from herald.delivery import AttemptResult, OutgoingRequest, Verdict
+from herald.delivery import AttemptResult, OutgoingRequest
 from herald.dispatcher import SECRET_LABEL, Dispatcher, NotPersisted
 from herald.kube import ApiError, ApiForbidden, ApiServerError, ApiUnreachable, Secret
 from herald.metrics import Metrics
 from herald.models import DeliveryOutcome
+from herald.retry import Verdict
 from herald.settings import Settings
 from herald.status import WebhookStatus, WebhookView, condition, parse_webhook
 from herald.testing import wait_for

@@ -7,11 +7,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from herald.delivery import AttemptResult, OutgoingRequest, Verdict
+from herald.delivery import AttemptResult, OutgoingRequest
 from herald.dispatcher import Dispatcher
 from herald.kube import Secret
 from herald.metrics import Metrics
 from herald.models import DeploymentEvent
+from herald.retry import Verdict
 from herald.settings import Settings
 from herald.status import WebhookView, log_cap, parse_status, parse_webhook, to_patch
 from herald.testing import wait_for
