@@ -1,10 +1,21 @@
 """Herald: Qovery-style deployment webhooks for any Kubernetes cluster.
 
-Layers, top to bottom (checked by import-linter): ``cli`` > ``demo`` > ``handlers`` (the only
-kopf code) > ``flow`` (a deployment event's way, kopf-free) > ``dispatcher`` > ``delivery`` /
-``kube`` (the only HTTP code) > the pure core: ``signing``, ``egress``, ``retry``, ``status`` >
-``payloads`` > ``matching`` > ``events`` > ``models`` / ``settings``. The pure core does no I/O
-and is tested without a network.
+Layers, top to bottom, as ``pyproject.toml`` declares them and import-linter checks them (a module
+imports only from layers below its own; modules of one layer do not import each other):
+
+1. ``cli`` (flags and variables, ``herald run``/``demo``/``render``, probes and metrics server)
+2. ``demo``, then ``testing`` (the kmock harness the tests, the bench and the demo share)
+3. ``handlers`` (kopf's callbacks translated into the flow)
+4. ``source_handlers`` (kopf side of the Environment sources) | ``flow`` (a deployment event's way)
+5. ``dispatcher`` (per-webhook queues and workers) | ``ledger`` (the notified annotation)
+6. ``delivery`` (receivers' HTTP) | ``kube`` (the API client) | ``leader`` | ``metrics`` |
+   ``index`` | ``heap`` | ``cluster_events``
+7. the pure core: ``signing`` | ``egress`` | ``retry`` | ``status`` | ``sources`` | ``rbac`` |
+   ``health`` | ``ratelimit``, then ``payloads``, ``matching``, ``events``, and at the bottom
+   ``models`` | ``settings`` | ``redact``.
+
+Only layers 1-4 (and ``testing``) know kopf; the pure core does no I/O and is tested without a
+network, an event loop or kopf.
 """
 
 from importlib.metadata import PackageNotFoundError, version
