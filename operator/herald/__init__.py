@@ -14,8 +14,8 @@ imports only from layers below its own; modules of one layer do not import each 
    ``health`` | ``ratelimit``, then ``payloads``, ``matching``, ``events``, and at the bottom
    ``models`` | ``settings`` | ``redact``.
 
-Only layers 1-4 (and ``testing``) know kopf; the pure core does no I/O and is tested without a
-network, an event loop or kopf.
+Only ``cli``, ``demo``, ``testing``, ``handlers`` and ``source_handlers`` import kopf; the pure
+core does no I/O and is tested without a network, an event loop or kopf.
 """
 
 from importlib.metadata import PackageNotFoundError, version
