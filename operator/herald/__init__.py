@@ -14,7 +14,7 @@ imports only from layers below its own; modules of one layer do not import each 
    ``health`` | ``ratelimit``, then ``payloads``, ``matching``, ``events``, and at the bottom
    ``models`` | ``settings`` | ``redact``.
 
-Only ``cli``, ``demo``, ``testing``, ``handlers`` and ``source_handlers`` import kopf; the pure
+Only ``cli``, ``testing``, ``handlers`` and ``source_handlers`` import kopf; the pure
 core does no I/O and is tested without a network, an event loop or kopf.
 """
 
