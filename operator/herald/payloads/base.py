@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["RenderError", "Rendered"]
+__all__ = ["RenderError", "Rendered", "joined"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -19,3 +20,14 @@ class Rendered:
 class RenderError(ValueError):
     """The webhook's own settings (a CUSTOM template) fail on this event; ``str()`` names the line
     and the reason, never a value. Formats of the fixed kinds never raise it."""
+
+
+def joined(names: Sequence[str], limit: int) -> str:
+    """Names, comma-separated, ending with ", and N more" where they stop fitting in ``limit``."""
+    used = 0
+    for index, name in enumerate(names):
+        rest = len(names) - index - 1
+        used += len(name) + (2 if index else 0)
+        if used + (len(f", and {rest} more") if rest else 0) > limit:
+            return ", ".join(names[:index]) + f", and {rest + 1} more"
+    return ", ".join(names)

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from herald.models import DeploymentEvent, EventType, Service
+from herald.payloads.base import joined
 
 __all__ = [
     "CONTENT_TYPE",
@@ -83,15 +84,7 @@ def _clip(text: str, limit: int) -> str:
 
 
 def _names(services: Sequence[Service], limit: int) -> str:
-    """Service names, comma-separated, ending with ", and N more" where they stop fitting."""
-    names = [f"`{_clip(_escape(service.name), NAME_CHARS)}`" for service in services]
-    used = 0
-    for index, name in enumerate(names):
-        rest = len(names) - index - 1
-        used += len(name) + (2 if index else 0)
-        if used + (len(f", and {rest} more") if rest else 0) > limit:
-            return ", ".join(names[:index]) + f", and {rest + 1} more"
-    return ", ".join(names)
+    return joined([f"`{_clip(_escape(service.name), NAME_CHARS)}`" for service in services], limit)
 
 
 def _section(text: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from herald.models import DeploymentEvent, EventType, Service
+from herald.payloads.base import joined
 
 __all__ = ["CARD_CONTENT_TYPE", "CARD_VERSION", "CONTENT_TYPE", "MAX_BODY_BYTES", "check_response", "render"]
 
@@ -82,14 +83,7 @@ def _text(text: str, **style: Any) -> dict[str, Any]:
 
 
 def _names(services: Sequence[Service], limit: int) -> str:
-    names = [_clip(_escape(service.name), NAME_CHARS) for service in services]
-    used = 0
-    for index, name in enumerate(names):
-        rest = len(names) - index - 1
-        used += len(name) + (2 if index else 0)
-        if used + (len(f", and {rest} more") if rest else 0) > limit:
-            return ", ".join(names[:index]) + f", and {rest + 1} more"
-    return ", ".join(names)
+    return joined([_clip(_escape(service.name), NAME_CHARS) for service in services], limit)
 
 
 def _facts(event: DeploymentEvent) -> dict[str, Any]:
