@@ -30,13 +30,13 @@ from herald.events import (
     BadLedger,
     build_event,
     derive_events,
-    merge_ledgers,
     parse_environment,
     parse_ledger,
     record_events,
 )
 from herald.index import WebhookIndex
 from herald.kube import ApiNotFound
+from herald.ledger import Ledgers
 from herald.matching import matches, selector_matches
 from herald.metrics import Metrics
 from herald.models import DeploymentEvent, EventType, NotifiedLedger, ObjectRef
@@ -50,7 +50,6 @@ __all__ = [
     "Flow",
     "GoneWebhooks",
     "LedgerQueue",
-    "Ledgers",
     "NamespaceLabels",
     "NamespaceUnreadable",
     "Retries",
@@ -61,7 +60,6 @@ __all__ = [
 logger = logging.getLogger("herald.flow")
 
 RELIST_INTERVAL = 5.0  # seconds between listings while the webhooks that exist are not all known
-LEDGER_MEMORY = 100_000  # Environments whose last notification this process remembers
 NAMESPACE_MEMORY = 10_000  # namespaces whose labels are kept
 NAMESPACE_READ_TIMEOUT = 10.0  # seconds one read of a namespace's labels may take
 # Delays before re-handling an Environment whose handling failed, then the last one, forever.
@@ -105,7 +103,7 @@ class Deliveries(Protocol):
 class LedgerQueue(Protocol):
     """Writes an Environment's newest notified ledger (``ledger.LedgerWriter``)."""
 
-    def enqueue(self, uid: str, namespace: str, name: str) -> None: ...
+    def enqueue(self, uid: str, namespace: str, name: str, stored: NotifiedLedger) -> None: ...
 
 
 # ---------------------------------------------------------------- which webhooks (pure)
@@ -207,29 +205,6 @@ class NamespaceLabels:
         while len(self._kept) > self._limit:
             self._kept.popitem(last=False)
         return labels
-
-
-class Ledgers:
-    """What this process notified per Environment uid, newest last: a watch event may predate the
-    annotation write that recorded it, and an event that went to no webhook is never written
-    (bounded; the annotation is the truth after a restart)."""
-
-    def __init__(self, limit: int = LEDGER_MEMORY) -> None:
-        self._limit = limit
-        self._kept: collections.OrderedDict[str, NotifiedLedger] = collections.OrderedDict()
-
-    def get(self, uid: str) -> NotifiedLedger | None:
-        return self._kept.get(uid)
-
-    def merged(self, uid: str, persisted: NotifiedLedger) -> NotifiedLedger:
-        remembered = self._kept.get(uid)
-        return persisted if remembered is None else merge_ledgers(persisted, remembered)
-
-    def remember(self, uid: str, ledger: NotifiedLedger) -> None:
-        self._kept[uid] = ledger
-        self._kept.move_to_end(uid)
-        while len(self._kept) > self._limit:
-            self._kept.popitem(last=False)
 
 
 @dataclass
@@ -534,8 +509,11 @@ class Flow:
                 "Environment %s deployment %s: no webhook takes %s", where, deployment.id, new_events
             )
             return
+        # What the write may name: the object's own ledger and these events, never what another
+        # handling remembered but has not stored yet.
+        stored = record_events(persisted, deployment.id, new_events)
         self._dispatcher.spawn(
-            self._write_ledger(environment.namespace, environment.name, uid, queued),
+            self._write_ledger(environment.namespace, environment.name, uid, queued, stored),
             name=f"herald-ledger-{uid}",
         )
         for event_type in new_events:
@@ -555,10 +533,12 @@ class Flow:
             len(deliveries),
         )
 
-    async def _write_ledger(self, namespace: str, name: str, uid: str, persisted: Awaitable[None]) -> None:
+    async def _write_ledger(
+        self, namespace: str, name: str, uid: str, queued: Awaitable[None], stored: NotifiedLedger
+    ) -> None:
         """Mark events notified on the Environment once their deliveries are persisted."""
-        await persisted
-        self._ledger_writer.enqueue(uid, namespace, name)
+        await queued
+        self._ledger_writer.enqueue(uid, namespace, name, stored)
 
     async def close(self) -> None:
         await self.retries.close()

@@ -23,10 +23,10 @@ from herald import USER_AGENT
 from herald.cluster_events import ClusterEventPoster
 from herald.delivery import DeliveryClient, Resolver
 from herald.dispatcher import Dispatcher
-from herald.flow import Flow, GoneWebhooks, Ledgers
+from herald.flow import Flow, GoneWebhooks
 from herald.index import WebhookIndex
 from herald.kube import API_GROUP, API_VERSION, ApiConnection, KubeClient
-from herald.ledger import LedgerWriter
+from herald.ledger import Ledgers, LedgerWriter
 from herald.metrics import Metrics
 from herald.models import ObjectRef
 from herald.settings import Settings
@@ -166,7 +166,7 @@ def build_registry(
             wallclock=time.time,
         )
         ledgers = Ledgers()
-        ledger_writer = LedgerWriter(kube, ledgers.get)
+        ledger_writer = LedgerWriter(kube)
         flow = Flow(
             settings=config,
             index=index,

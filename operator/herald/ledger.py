@@ -4,26 +4,29 @@ A few writers drain one queue of Environments whose ledger changed. Bounding the
 flight matters twice in a deployment storm: the API server is not handed hundreds of PATCHes at
 once, and each write comes back to Herald as a watch event of its own, so a burst of writes
 would hold up the next deployment event behind hundreds of echoes (bench/: the p99 latency).
-Queued writes coalesce per Environment: whatever is written is the newest ledger then.
+Queued writes coalesce per Environment. The flow hands each write the ledger it may name (events
+whose deliveries are stored); the writer keeps the union per Environment, so a write never names an
+event before its deliveries are stored, and never drops one an earlier write of this process named.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from herald.events import LEDGER_ANNOTATION, dump_ledger
+from herald.events import LEDGER_ANNOTATION, dump_ledger, merge_ledgers
 from herald.kube import ApiError, ApiNotFound, KubeClient
 from herald.models import NotifiedLedger
 
-__all__ = ["LEDGER_WRITERS", "LedgerWriter"]
+__all__ = ["LEDGER_MEMORY", "LEDGER_WRITERS", "LedgerWriter", "Ledgers"]
 
 logger = logging.getLogger("herald.ledger")
 
 LEDGER_WRITERS = 2  # ledger writes in flight at once
+LEDGER_MEMORY = 100_000  # Environments whose ledger this process remembers
 
 
 @dataclass(frozen=True)
@@ -32,10 +35,34 @@ class _Target:
     name: str
 
 
+class Ledgers:
+    """A ledger per Environment uid, newest last, bounded (the annotation is the truth after a
+    restart). The flow keeps what it notified (a watch event may predate the annotation write
+    that recorded it; an event that went to no webhook is never written); the writer keeps what
+    it may write."""
+
+    def __init__(self, limit: int = LEDGER_MEMORY) -> None:
+        self._limit = limit
+        self._kept: collections.OrderedDict[str, NotifiedLedger] = collections.OrderedDict()
+
+    def get(self, uid: str) -> NotifiedLedger | None:
+        return self._kept.get(uid)
+
+    def merged(self, uid: str, persisted: NotifiedLedger) -> NotifiedLedger:
+        remembered = self._kept.get(uid)
+        return persisted if remembered is None else merge_ledgers(persisted, remembered)
+
+    def remember(self, uid: str, ledger: NotifiedLedger) -> None:
+        self._kept[uid] = ledger
+        self._kept.move_to_end(uid)
+        while len(self._kept) > self._limit:
+            self._kept.popitem(last=False)
+
+
 class LedgerWriter:
-    def __init__(self, kube: KubeClient, newest: Callable[[str], NotifiedLedger | None]) -> None:
+    def __init__(self, kube: KubeClient) -> None:
         self._kube = kube
-        self._newest = newest
+        self._stored = Ledgers()
         self._queue: dict[str, _Target] = {}  # by Environment uid, oldest first
         self._writing: set[str] = set()
         self._changed = asyncio.Event()
@@ -44,7 +71,9 @@ class LedgerWriter:
             for n in range(LEDGER_WRITERS)
         ]
 
-    def enqueue(self, uid: str, namespace: str, name: str) -> None:
+    def enqueue(self, uid: str, namespace: str, name: str, stored: NotifiedLedger) -> None:
+        """Write ``stored`` (events whose deliveries are stored) with what was stored before."""
+        self._stored.remember(uid, self._stored.merged(uid, stored))
         self._queue.setdefault(uid, _Target(namespace, name))
         self._changed.set()
 
@@ -91,7 +120,7 @@ class LedgerWriter:
 
     async def _write(self, uid: str, target: _Target) -> None:
         """One write of the newest ledger; the client retries what is transient."""
-        ledger = self._newest(uid)
+        ledger = self._stored.get(uid)
         if ledger is None:
             return
         try:

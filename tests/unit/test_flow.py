@@ -15,7 +15,6 @@ from herald.events import LEDGER_ANNOTATION, build_event, parse_environment
 from herald.flow import (
     Flow,
     GoneWebhooks,
-    Ledgers,
     NamespaceLabels,
     NamespaceUnreadable,
     Retries,
@@ -23,6 +22,7 @@ from herald.flow import (
 )
 from herald.index import WebhookIndex
 from herald.kube import ApiError, ApiNotFound, ApiServerError
+from herald.ledger import Ledgers
 from herald.metrics import Metrics
 from herald.models import DeploymentEvent, EventType, NotifiedLedger, ObjectRef
 from herald.settings import Settings
@@ -282,6 +282,7 @@ class FakeDispatcher:
         self.posted: list[tuple[str, str, str, str]] = []
         self.forgotten: list[ObjectRef] = []
         self.fail_submits = 0
+        self.holds: list[asyncio.Event] = []  # per submit, in order: stored once set
         self.tasks: set[asyncio.Task[None]] = set()
 
     def now(self) -> datetime.datetime:
@@ -299,6 +300,8 @@ class FakeDispatcher:
             raise RuntimeError("dictionary changed size during iteration")
         for view, notification in deliveries:
             self.queued.append((view.ref.name, notification.event_type.value))
+        if self.holds:  # stored only once the test sets it
+            return self.holds.pop(0).wait()
         return asyncio.sleep(0)
 
     def spawn(self, coro: Awaitable[None], *, name: str) -> None:
@@ -316,9 +319,11 @@ class FakeDispatcher:
 class FakeLedgerQueue:
     def __init__(self) -> None:
         self.enqueued: list[str] = []
+        self.stored: list[NotifiedLedger] = []
 
-    def enqueue(self, uid: str, namespace: str, name: str) -> None:
+    def enqueue(self, uid: str, namespace: str, name: str, stored: NotifiedLedger) -> None:
         self.enqueued.append(f"{namespace}/{name}")
+        self.stored.append(stored)
 
 
 class Harness:
@@ -372,6 +377,25 @@ async def test_an_event_nobody_takes_writes_nothing_and_is_not_derived_again() -
     assert ledger.deployments["d-1"] == (EventType.DEPLOYMENT_STARTED, EventType.DEPLOYMENT_SUCCESSFUL)
     await h.flow.environment(env_body("DEPLOYED"))
     assert h.dispatcher.queued == [("starts-only", "DEPLOYMENT_STARTED")]
+
+
+async def test_a_ledger_write_names_only_events_whose_deliveries_are_stored() -> None:
+    """STARTED is queued but not stored when SUCCESSFUL is stored: the write for SUCCESSFUL must
+    not name STARTED, or a crash then would lose it (neither pending nor derived again)."""
+    h = Harness()
+    h.add(hook("local"))
+    started_stored = asyncio.Event()
+    h.dispatcher.holds = [started_stored]
+    await h.flow.environment(env_body("QUEUED"))
+    await h.flow.environment(env_body("DEPLOYED"))
+    for _ in range(100):
+        if h.ledger.stored:
+            break
+        await asyncio.sleep(0.01)
+    assert [ledger.deployments for ledger in h.ledger.stored] == [{"d-1": (EventType.DEPLOYMENT_SUCCESSFUL,)}]
+    started_stored.set()
+    await h.settle()
+    assert h.ledger.stored[-1].deployments == {"d-1": (EventType.DEPLOYMENT_STARTED,)}
 
 
 async def test_a_restart_derives_once_what_no_webhook_took() -> None:
