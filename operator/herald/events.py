@@ -178,12 +178,15 @@ def derive_events(deployment: DeploymentStatus, ledger: NotifiedLedger) -> tuple
 def record_events(
     ledger: NotifiedLedger, deployment_id: str, events: Iterable[EventType], *, keep: int = LEDGER_KEEP
 ) -> NotifiedLedger:
-    """The ledger after notifying ``events``: the id becomes the newest, only ``keep`` ids stay."""
+    """The ledger after notifying ``events``: the id becomes the newest, only ``keep`` ids stay.
+    A deployment's events are kept in the lifecycle's order (STARTED first), whichever of them
+    was stored first."""
     if keep < 1:
         raise ValueError("keep must be at least 1")
     deployments = dict(ledger.deployments)
     notified = deployments.pop(deployment_id, ())
-    deployments[deployment_id] = tuple(dict.fromkeys((*notified, *events)))
+    known = {*notified, *events}
+    deployments[deployment_id] = tuple(e for e in EventType if e in known)
     return NotifiedLedger(deployments=dict(list(deployments.items())[-keep:]))
 
 

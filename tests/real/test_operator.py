@@ -243,3 +243,35 @@ async def test_two_replicas_starting_together_elect_one_leader(
     assert found["spec"]["leaseTransitions"] == 0
     sent = [r.json()["event_type"] for r in receiver.on("/hook")]
     assert sent == ["DEPLOYMENT_STARTED", "DEPLOYMENT_SUCCESSFUL"]
+
+
+async def test_an_api_server_in_trouble_burns_no_delivery_attempt(
+    installed: ControlPlane, namespace: str, receiver: Receiver, fault_proxy: Proxied, start_herald: Start
+) -> None:
+    """Through a proxy: the Secret read answers 503 twice and every status write is slow; the
+    deliveries go once the read works, each on its first attempt, and the status lands."""
+    proxy = fault_proxy.proxy
+    await apply(
+        installed,
+        _secret("hook-secret", namespace, {"secret": "s3cret"}),
+        webhook("hook", namespace, f"{receiver.url}/hook", secretRef={"name": "hook-secret"}),
+        environment("env", namespace),
+    )
+    unavailable = proxy.add(Rule("GET", r"/secrets/hook-secret$", status=503, times=2))
+    slow = proxy.add(Rule("PATCH", r"/webhooks/hook/status$", delay=1.0, times=-1))
+    await start_herald(fault_proxy.kubeconfig, HERALD_NAMESPACE=namespace)
+    for state in ("QUEUED", "DEPLOYED"):
+        await move(installed, namespace, "env", "d-1", state)
+    await wait_for(lambda: len(receiver.on("/hook")) >= 2, timeout=60, what="both deliveries")
+    assert {r.headers["Qovery-Secret"] for r in receiver.on("/hook")} == {"s3cret"}
+
+    async def recorded() -> bool:
+        status = (await get_json(installed, "-n", namespace, "webhook", "hook")).get("status") or {}
+        return bool((status.get("counters") or {}).get("delivered") == 2)
+
+    await eventually(recorded, timeout=30, what="the status through slow writes")
+    status = (await get_json(installed, "-n", namespace, "webhook", "hook"))["status"]
+    assert status["lastDelivery"]["attempts"] == 1
+    assert len(receiver.on("/hook")) == 2
+    assert unavailable.fired == 2
+    assert slow.fired >= 1
