@@ -53,6 +53,9 @@ __all__ = ["ProcessRun", "process_isolation", "process_latency", "startup_profil
 
 # Production settings, but for the loopback receivers and a cluster the emulator can serve.
 OPERATOR_ENV = {
+    # The notification core alone, as before sources existed: the emulator serves every source's
+    # kind, and with sources on kopf indexes every Environment at startup (README: Known limits).
+    "HERALD_SOURCES": "none",
     "HERALD_LOG_LEVEL": "INFO",
     "HERALD_STATUS_INTERVAL": "1",
     "HERALD_DELIVERY_TIMEOUT": "15",
