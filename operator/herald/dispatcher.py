@@ -182,24 +182,13 @@ class _SecretCache:
             return None
 
 
-def _internal_error(exc: Exception) -> AttemptResult:
+def _unsent(reason: str, detail: str, *, verdict: Verdict) -> AttemptResult:
+    """An attempt that failed in Herald before any byte left for the receiver."""
     return AttemptResult(
-        verdict=Verdict.RETRY,
+        verdict=verdict,
         http_status=None,
-        error=f"InternalError: {type(exc).__name__}",
-        reason="InternalError",
-        retry_after=None,
-        duration_ms=0,
-        response_excerpt=b"",
-    )
-
-
-def _render_error(exc: RenderError) -> AttemptResult:
-    return AttemptResult(
-        verdict=Verdict.PERMANENT,
-        http_status=None,
-        error=f"TemplateError: {exc}",
-        reason="TemplateError",
+        error=f"{reason}: {detail}",
+        reason=reason,
         retry_after=None,
         duration_ms=0,
         response_excerpt=b"",
@@ -466,7 +455,11 @@ class _Worker:
                 await self._attempt(due, spec, target)
             except Exception as exc:  # recorded as a failed attempt and retried on schedule
                 logger.exception("attempt for %s failed unexpectedly", self.view.ref)
-                self._apply(due, _internal_error(exc), kind=spec.kind.value)
+                self._apply(
+                    due,
+                    _unsent("InternalError", type(exc).__name__, verdict=Verdict.RETRY),
+                    kind=spec.kind.value,
+                )
 
     async def _target(self, spec: WebhookSpec) -> _Target:
         ns = self.view.ref.namespace
@@ -510,7 +503,7 @@ class _Worker:
         try:
             rendered = fmt.render(pending.notification, spec)
         except RenderError as exc:  # a template that passed the samples fails on this event
-            result = _render_error(exc)
+            result = _unsent("TemplateError", str(exc), verdict=Verdict.PERMANENT)
         else:
             request = OutgoingRequest(
                 url=target.url,

@@ -42,8 +42,16 @@ START_TIMEOUT = 60.0
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port free on IPv6 and IPv4 alike (held dual-stack for a moment, as Herald listens), or on
+    IPv4 where the host has no IPv6."""
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", 0))
+    except OSError:
+        sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
+    with sock:
         port: int = sock.getsockname()[1]
         return port
 

@@ -14,7 +14,6 @@ import json
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ import pytest
 import yaml
 
 from herald.testing import Receiver, load_manifests, project_root
-from tests.cluster.controlplane import ControlPlane
+from tests.cluster.controlplane import ControlPlane, free_port
 
 E2E_VARIABLE = "HERALD_E2E"
 EXAMPLES_NAMESPACE = "demo"  # the namespace deploy/examples live in; the suite uses its own
@@ -183,17 +182,10 @@ def examples(crds: None, receiver: Receiver) -> Iterator[Examples]:
         pathlib.Path(manifest.name).unlink()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 async def herald(examples: Examples) -> AsyncIterator[subprocess.Popen[bytes]]:
     """``herald run`` on this machine (no image needed), watching the suite's namespace only."""
-    health = _free_port()
+    health = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("HERALD_")},
         "HERALD_NAMESPACE": examples.namespace,

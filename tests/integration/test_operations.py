@@ -8,7 +8,6 @@ import asyncio
 import datetime
 import json
 import signal
-import socket
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +22,7 @@ from herald.kube import API_GROUP, API_VERSION
 from herald.metrics import Metrics
 from herald.models import DeliveryOutcome, EventType, WebhookKind
 from herald.testing import Emulator, Receiver, wait_for
+from tests.cluster.controlplane import free_port
 
 from .conftest import NS, deploy, environment, secret, status_of, webhook
 from .operator_process import OperatorProcess
@@ -47,15 +47,6 @@ BOUNDED_LABELS = {
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    """A port free on IPv6 and IPv4 alike (held dual-stack for a moment)."""
-    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind(("::", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 LOOPBACKS = ("[::1]", "127.0.0.1")  # what the kubelet and Prometheus reach on a dual-stack pod

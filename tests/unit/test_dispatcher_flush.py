@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
 from typing import Any
 
 from herald.delivery import AttemptResult, OutgoingRequest
 from herald.dispatcher import Dispatcher
-from herald.kube import Secret
 from herald.metrics import Metrics
 from herald.models import DeploymentEvent
 from herald.retry import Verdict
@@ -17,6 +15,7 @@ from herald.settings import Settings
 from herald.status import WebhookView, log_cap, parse_status, parse_webhook, to_patch
 from herald.testing import wait_for
 
+from .test_dispatcher import Secrets, Sink
 from .test_status import event
 
 
@@ -44,21 +43,6 @@ class GatedClient:
         pass
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.patches: list[dict[str, Any]] = []
-
-    async def patch_status(
-        self, *, plural: str, namespace: str | None, name: str, status: Callable[[], Mapping[str, Any]]
-    ) -> None:
-        self.patches.append(dict(status()))
-
-
-class NoSecrets:
-    async def read_secret(self, namespace: str, name: str) -> Secret | None:
-        return None
-
-
 def view() -> WebhookView:
     body = {
         "metadata": {"name": "hook", "namespace": "ns", "uid": "u", "generation": 1},
@@ -83,7 +67,7 @@ def make_dispatcher(client: GatedClient, sink: Sink) -> Dispatcher:
         settings=SETTINGS,
         client=client,  # type: ignore[arg-type]
         sink=sink,
-        secrets=NoSecrets(),
+        secrets=Secrets(),
         post_event=lambda *_: None,
         metrics=Metrics(),
         clock=time.monotonic,

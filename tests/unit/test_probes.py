@@ -16,17 +16,9 @@ import pytest
 from herald import cli
 from herald.cli import Readiness, listen, serve_health, serve_metrics
 from herald.metrics import Metrics
+from tests.cluster.controlplane import free_port
 
 HOSTS = ["[::1]", "127.0.0.1"]
-
-
-def free_port() -> int:
-    """A port free on both families (held dual-stack for a moment)."""
-    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind(("::", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def get(host: str, port: int, path: str, **headers: str) -> httpx.Response:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["RenderError", "Rendered", "joined"]
+__all__ = ["SERVICE_TITLES", "RenderError", "Rendered", "joined"]
+
+# The Environment's service lists and their headings, in the order the chat formats show them.
+SERVICE_TITLES = (
+    ("applications", "Applications"),
+    ("databases", "Databases"),
+    ("containers", "Containers"),
+    ("jobs", "Jobs"),
+)
 
 
 @dataclass(frozen=True, kw_only=True)

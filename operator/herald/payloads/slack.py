@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from herald.models import DeploymentEvent, EventType, Service
-from herald.payloads.base import joined
+from herald.payloads.base import SERVICE_TITLES, joined
 
 __all__ = [
     "CONTENT_TYPE",
@@ -63,12 +63,6 @@ _LOOKS: Mapping[EventType, _Look] = MappingProxyType(
         EventType.DEPLOYMENT_CANCELLED: _Look(":no_entry_sign:", "Deployment cancelled", "#9E9E9E"),
         EventType.WEBHOOK_TEST: _Look(":test_tube:", "Test notification", "#7C3AED"),
     }
-)
-_SERVICE_TITLES = (
-    ("applications", "Applications"),
-    ("databases", "Databases"),
-    ("containers", "Containers"),
-    ("jobs", "Jobs"),
 )
 
 
@@ -128,7 +122,7 @@ def _blocks(event: DeploymentEvent, look: _Look) -> list[dict[str, Any]]:
     ]
     if deployment.message:
         blocks.append(_section(f"*Message*\n{_escape(deployment.message)}"))
-    for kind, title in _SERVICE_TITLES:
+    for kind, title in SERVICE_TITLES:
         services: tuple[Service, ...] = getattr(event, kind)
         if services:
             heading = f"*{title}* ({len(services)})\n"

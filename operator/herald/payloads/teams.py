@@ -23,7 +23,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from herald.models import DeploymentEvent, EventType, Service
-from herald.payloads.base import joined
+from herald.payloads.base import SERVICE_TITLES, joined
 
 __all__ = ["CARD_CONTENT_TYPE", "CARD_VERSION", "CONTENT_TYPE", "MAX_BODY_BYTES", "check_response", "render"]
 
@@ -59,12 +59,6 @@ _LOOKS: Mapping[EventType, _Look] = MappingProxyType(
         EventType.DEPLOYMENT_CANCELLED: _Look("Deployment cancelled", "warning", "Warning"),
         EventType.WEBHOOK_TEST: _Look("Test notification", "emphasis", "Default"),
     }
-)
-_SERVICE_TITLES = (
-    ("applications", "Applications"),
-    ("databases", "Databases"),
-    ("containers", "Containers"),
-    ("jobs", "Jobs"),
 )
 
 
@@ -123,7 +117,7 @@ def _card(event: DeploymentEvent, *, message: bool, services: bool, logs: bool) 
     if message and deployment.message:
         body.append(_text(f"**Message**: {_escape(deployment.message)}"))
     if services:
-        for kind, title in _SERVICE_TITLES:
+        for kind, title in SERVICE_TITLES:
             listed: tuple[Service, ...] = getattr(event, kind)
             if listed:
                 heading = f"**{title}** ({len(listed)}): "
