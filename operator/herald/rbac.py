@@ -47,6 +47,17 @@ HERALD_CALLS: tuple[ApiCall, ...] = (
     ApiCall(api_version=_HERALD, resource="webhooks/status", verb="patch", why="delivery state"),
     ApiCall(api_version=_HERALD, resource="clusterwebhooks/status", verb="patch", why="delivery state"),
     ApiCall(api_version=_HERALD, resource="environments", verb="patch", why="herald.dev/notified ledger"),
+    *(
+        ApiCall(api_version=_HERALD, resource="deliveries", verb=verb, why=why)
+        for verb, why in (
+            ("create", "a delivery is stored"),
+            ("get", "is a re-derived delivery stored already"),
+            ("list", "resume pending deliveries; retention"),
+            ("watch", "herald.dev/redeliver on a Delivery"),
+            ("patch", "a delivery's outcome"),
+            ("delete", "retention"),
+        )
+    ),
     ApiCall(api_version="v1", resource="secrets", verb="get", why="webhook credentials, by name"),
     ApiCall(api_version="v1", resource="namespaces", verb="get", why="namespaceSelector labels"),
     ApiCall(api_version="v1", resource="events", verb="create", why="Events about ClusterWebhooks"),
