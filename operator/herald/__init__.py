@@ -7,10 +7,12 @@ imports only from layers below its own; modules of one layer do not import each 
 2. ``demo``, then ``testing`` (the kmock harness the tests, the bench and the demo share)
 3. ``handlers`` (kopf's callbacks translated into the flow)
 4. ``source_handlers`` (kopf side of the Environment sources) | ``flow`` (a deployment event's way)
-5. ``dispatcher`` (per-webhook queues and workers) | ``ledger`` (the notified annotation)
-6. ``delivery`` (receivers' HTTP) | ``kube`` (the API client) | ``leader`` | ``metrics`` |
+5. ``dispatcher`` (per-webhook workers) | ``ledger`` (the notified annotation)
+6. ``delivery_store`` (Delivery objects: writes, retention, the redeliver watch)
+7. ``delivery`` (receivers' HTTP) | ``kube`` (the API client) | ``leader`` | ``metrics`` |
    ``index`` | ``heap`` | ``cluster_events``
-7. the pure core: ``signing`` | ``egress`` | ``retry`` | ``status`` | ``sources`` | ``rbac`` |
+8. the pure core: ``decision`` (what an attempt means) | ``delivery_object`` (a delivery as its
+   object) | ``due`` (a webhook's queue in due order), then ``signing`` | ``egress`` | ``retry`` | ``status`` | ``sources`` | ``rbac`` |
    ``health`` | ``ratelimit``, then ``payloads``, ``matching``, ``events``, and at the bottom
    ``models`` | ``settings`` | ``redact``.
 

@@ -55,14 +55,13 @@ import httpx
 
 from herald.egress import Address, denial_reason, scheme_error
 from herald.redact import redact_url, scrub
-from herald.retry import Verdict, classify_status, parse_retry_after
+from herald.retry import AttemptResult, Verdict, classify_status, parse_retry_after
 from herald.settings import Settings
 from herald.signing import signature_headers
 
 __all__ = [
     "CA_CLIENT_CACHE_SIZE",
     "MAX_KEEPALIVE_CONNECTIONS",
-    "AttemptResult",
     "DeliveryClient",
     "DeliveryError",
     "EgressDenied",
@@ -118,17 +117,6 @@ class OutgoingRequest:
     def secrets(self) -> tuple[str, ...]:
         """Everything that must never appear in an error message."""
         return (self.url, self.secret or "", *self.signing_keys)
-
-
-@dataclass(frozen=True, kw_only=True)
-class AttemptResult:
-    verdict: Verdict
-    http_status: int | None
-    error: str | None  # scrubbed and short; None on success
-    reason: str | None  # CamelCase, for conditions and metrics; None on success
-    retry_after: float | None  # seconds the receiver asked us to wait (RETRY only)
-    duration_ms: int
-    response_excerpt: bytes  # the first max_response_bytes of the body, for per-kind checks
 
 
 # ---------------------------------------------------------------- errors

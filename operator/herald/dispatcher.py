@@ -1,19 +1,23 @@
-"""Per-webhook queues and workers: where deliveries wait, retry, and become status.
+"""Per-webhook workers: where deliveries wait, are attempted, and become Delivery objects.
 
-Each webhook has one worker task and its own queue, so a receiver that hangs or is down delays
-nobody else; a global semaphore bounds attempts in flight. A worker attempts its due deliveries
-one at a time, oldest first, which keeps a deployment's STARTED ahead of its terminal event.
+Each webhook has one worker task and its own queue (``due.DueQueue``), so a receiver that hangs or
+is down delays nobody else; a global semaphore bounds attempts in flight. A worker attempts its due
+deliveries one at a time, oldest first, which keeps a deployment's STARTED ahead of its terminal
+event. What an attempt means is decided by ``decision.decide`` (pure); the worker applies it: the
+delivery's new state goes to the ``DeliveryStore`` (its Delivery object), the webhook's summary
+to its status, the notices to conditions and Kubernetes Events. Data flows one way: environment →
+events → deliveries → receiver → delivery status.
 
-The worker's ``WebhookStatus`` is the truth; it is patched onto the status subresource at most
-once per ``Settings.status_interval`` (the first patch after a quiet spell waits a short grace,
-so a prompt delivery is recorded already finished, in one patch). ``submit`` queues at once and
-hands back an awaitable that completes when the deliveries are persisted there, and raises
-``NotPersisted`` if Herald stops before they are; only once it completes does the caller mark the
-event as notified: after a crash, deliveries resume from the status (attempts and next attempt
-time included) and an event notified twice is recognised by its ``payload_id``.
+``submit`` queues at once (the first attempt starts without waiting for any write) and hands back
+what could not be queued (a webhook at its ``max_pending`` bound: back-pressure, the flow derives
+the event again later) and an awaitable that completes when the Delivery objects exist, and raises
+``NotPersisted`` if Herald stops first; only then does the flow mark the event notified. A
+delivery that may have been stored by an earlier Herald (``verify``) is looked up before it is
+attempted, so an event derived again after a restart is not sent twice.
 
-An attempt is counted only when Herald tried the receiver. Deliveries are held, not failed, while
-the webhook is disabled (``enabled: false``) or its Secrets cannot be used (missing, not opted in,
+The webhook's summary status is patched at most once per ``Settings.status_interval``. An attempt
+is counted only when Herald tried the receiver. Deliveries are held, not failed, while the webhook
+is disabled (``enabled: false``) or its Secrets cannot be used (missing, not opted in,
 unreadable): Ready says why, and they resume, attempts intact, once that is mended.
 """
 
@@ -29,15 +33,24 @@ import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from herald import health, ratelimit
-from herald.delivery import AttemptResult, DeliveryClient, OutgoingRequest
+from herald import ratelimit
+from herald.decision import SECRET_REASONS, FailureRun, PostEvent, SetCondition, decide, new_record
+from herald.delivery import DeliveryClient, OutgoingRequest
+from herald.delivery_object import (
+    PLURAL,
+    Owner,
+    Stored,
+    owner_of,
+    parse_delivery,
+)
+from herald.delivery_store import DeliveryApi, DeliveryStore, Key, NotPersisted, Retention
+from herald.due import DueQueue
 from herald.events import ping_event
-from herald.kube import ApiError, ApiNotFound, Secret
+from herald.kube import ApiError, Secret
 from herald.metrics import Metrics
 from herald.models import (
     PREVIOUS_SIGNING_KEY,
     DeliveryOutcome,
-    DeliveryRecord,
     DeploymentEvent,
     ObjectRef,
     PendingDelivery,
@@ -46,44 +59,42 @@ from herald.models import (
 )
 from herald.payloads import RenderError, format_for
 from herald.redact import redact_url, scrub
-from herald.retry import Verdict, next_delay
+from herald.retry import AttemptResult, Verdict
 from herald.settings import Settings
 from herald.signing import signing_key_error
 from herald.status import (
+    LEGACY_FIELDS,
     Pause,
     PauseReason,
     WebhookStatus,
     WebhookView,
-    add_pending,
     condition,
-    due,
-    dump_pending,
-    finish,
-    log_cap,
-    new_record,
+    handled_token,
+    last_delivery,
+    legacy_deliveries,
     parse_status,
-    record_attempt,
     set_condition,
     to_patch,
-    update_pending,
 )
 
-__all__ = ["SECRET_LABEL", "Dispatcher", "EventPoster", "NotPersisted", "SecretProblem", "StatusSink"]
+__all__ = [
+    "SECRET_LABEL",
+    "Dispatcher",
+    "EventPoster",
+    "NotPersisted",
+    "SecretProblem",
+    "StatusSink",
+    "Submission",
+]
 
 logger = logging.getLogger("herald.dispatcher")
 
-# The first status patch after a quiet spell waits this long, so that a delivery answered
-# promptly is persisted once, already finished, instead of once pending and once done.
+# The first status patch after a quiet spell waits this long, so a burst is summed up once.
 FLUSH_GRACE = 0.2
 # Herald reads only the Secrets that opt in with this label set to "true": whoever may create a
 # webhook must not be able to have any Secret of a namespace sent to a URL of their choice.
 SECRET_LABEL = "herald.dev/webhook-secret"
-# Why a webhook's Secrets cannot be used; its deliveries wait (no attempt) until that is mended.
-SECRET_REASONS = frozenset(
-    {"SecretNotFound", "SecretKeyNotFound", "SecretNotAllowed", "SecretUnreadable", "InvalidSigningKey"}
-)
-# Failures a person fixes in a Secret or the spec; shown on Ready, not only on Degraded.
-CONFIG_REASONS = SECRET_REASONS | {"InvalidCA", "InvalidSecret", "InvalidURL"}
+VERIFY_READS = 8  # lookups of possibly stored deliveries in flight per webhook
 
 
 class StatusSink(Protocol):
@@ -109,8 +120,12 @@ class SecretProblem(Exception):
         self.message = message
 
 
-class NotPersisted(Exception):
-    """Herald stopped before the deliveries of an event were stored: the event is not notified."""
+@dataclasses.dataclass(frozen=True)
+class Submission:
+    """What ``Dispatcher.submit`` did with an event's deliveries."""
+
+    deferred: tuple[WebhookView, ...]  # at their backlog bound: nothing queued for them
+    stored: Awaitable[None]  # completes once the queued ones' Delivery objects exist
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,19 +227,20 @@ class _Worker:
         self.owner = owner
         self.view = view
         self.status = parse_status(persisted)
-        owner.metrics.pending.inc(len(self.status.pending))
+        self.queue = DueQueue()
+        self._verifying: dict[str, asyncio.Future[None]] = {}  # payload_id -> lookup done
+        self._verify_slots = asyncio.Semaphore(VERIFY_READS)
+        self._full = False  # at the backlog bound (said once per spell)
         self._seq = 0
         self._flushed = 0
         self._last_flush = float("-inf")
-        self._persisted = asyncio.Condition()
-        self._closed = False  # no flush will happen any more
-        self._gone = False  # the webhook was deleted: nothing is left to store
+        self._migrating: Awaitable[None] | None = None
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
-        self._rendered: dict[int, tuple[PendingDelivery, int, dict[str, Any]]] = {}  # see _patch
         self._validated_generation: int | None = None
         self._bucket: ratelimit.Bucket | None = None  # this receiver's rate limit and Retry-After hold
         self._task = asyncio.create_task(self._run(), name=f"herald-worker-{view.ref}")
+        self._migrate(persisted)
         self.observe(view)
 
     # ------------------------------------------------------------ state changes
@@ -233,10 +249,16 @@ class _Worker:
     def plural(self) -> str:
         return "clusterwebhooks" if self.view.cluster else "webhooks"
 
+    @property
+    def delivery_owner(self) -> Owner:
+        view = self.view
+        return owner_of(
+            view.ref, uid=view.uid, cluster=view.cluster, home=self.owner.settings.delivery_namespace
+        )
+
     def _change(self, status: WebhookStatus) -> None:
         if status is self.status:
             return
-        self.owner.metrics.pending.inc(len(status.pending) - len(self.status.pending))
         self.status = status
         self._seq += 1
         if self._flusher is None or self._flusher.done():
@@ -255,6 +277,25 @@ class _Worker:
             )
         )
 
+    def _migrate(self, persisted: Any) -> None:
+        """A Herald 0.1 status held its queue: each delivery becomes a Delivery object, the pending
+        ones are queued again (attempts intact), and the status is cleared once they are stored."""
+        if not isinstance(persisted, Mapping) or not any(persisted.get(f) for f in LEGACY_FIELDS):
+            return
+        found = legacy_deliveries(persisted)
+        store, owner = self.owner.store, self.delivery_owner
+        for delivery in found:
+            if delivery.record.outcome in (DeliveryOutcome.PENDING, DeliveryOutcome.RETRYING):
+                self.queue.put(delivery)
+            store.put(owner, delivery)
+        logger.info(
+            "webhook %s: %d deliveries of a Herald 0.1 status become Delivery objects",
+            self.view.ref,
+            len(found),
+        )
+        self._migrating = store.stored([store.key(owner, d.record.payload_id) for d in found])
+        self._change(self.status.model_copy(update={"pending_deliveries": len(self.queue)}))
+
     def observe(self, view: WebhookView) -> None:
         """A new version of the object: spec, generation, ping and redeliver requests."""
         self.view = view
@@ -262,9 +303,9 @@ class _Worker:
         if status.observed_generation != view.generation:
             status = status.model_copy(update={"observed_generation": view.generation})
         pause = status.pause
-        enabled = view.enable is not None and view.enable != status.handled_enable
-        if enabled:
-            status = status.model_copy(update={"handled_enable": view.enable})
+        enabled = view.enable is not None and handled_token(view.enable) != status.handled_enable
+        if enabled and view.enable is not None:
+            status = status.model_copy(update={"handled_enable": handled_token(view.enable)})
         if pause is not None and (
             pause.generation != view.generation
             or (pause.reason is PauseReason.EGRESS_DENIED and pause.policy != self.owner.policy)
@@ -283,10 +324,12 @@ class _Worker:
         elif self._validated_generation != view.generation:
             self._validated_generation = view.generation
             self.owner.spawn(self._validate(view.spec), name=f"herald-validate-{view.ref}")
-        if view.ping is not None and view.ping != self.status.handled_ping:
+        if view.ping is not None and handled_token(view.ping) != self.status.handled_ping:
             self._ping(view.ping)
-        if view.redeliver is not None and view.redeliver != self.status.handled_redeliver:
-            self._redeliver(view.redeliver)
+        if view.redeliver is not None and handled_token(view.redeliver) != self.status.handled_redeliver:
+            value = view.redeliver
+            self._change(self.status.model_copy(update={"handled_redeliver": handled_token(value)}))
+            self.owner.spawn(self._redeliver_asked(value), name=f"herald-redeliver-{view.ref}")
         # Each value is acted on once; removing the annotation forgets it, so the same value
         # (`failed`, a payload id) can be asked for again.
         forgotten = {
@@ -326,63 +369,154 @@ class _Worker:
 
     def _ping(self, value: str) -> None:
         event = ping_event(webhook=self.view.ref, nonce=value, created_at=self.owner.now())
-        self._enqueue(event, force=True)
-        self._change(self.status.model_copy(update={"handled_ping": value}))
+        self.enqueue(event, force=True)
+        self._change(self.status.model_copy(update={"handled_ping": handled_token(value)}))
         self.owner.post(self.view, "Normal", "PingQueued", f"Test delivery {event.payload_id} queued")
 
-    def _redeliver(self, value: str) -> None:
-        if value == "failed":
-            chosen = [r.payload_id for r in self.status.deliveries if r.outcome is DeliveryOutcome.FAILED]
-        else:
-            chosen = [value]
-        found = {n.payload_id: n for n in self.status.sent}
-        queued = [pid for pid in chosen if pid in found and self._enqueue(found[pid], force=True)]
-        self._change(self.status.model_copy(update={"handled_redeliver": value}))
-        missing = [pid for pid in chosen if pid not in found]
-        message = f"Redelivery of {len(queued)} deliveries queued"
-        if missing:
-            message += f"; not in the recent history: {', '.join(missing[:5])}"
-        self.owner.post(self.view, "Normal" if not missing else "Warning", "Redeliver", message)
-
-    def _enqueue(self, event: DeploymentEvent, *, force: bool = False) -> bool:
-        """Queue one delivery unless this payload is already queued or (without force) known."""
-        status = self.status
-        pending_ids = {p.record.payload_id for p in status.pending}
-        if event.payload_id in pending_ids:
-            return False
-        if not force and any(r.payload_id == event.payload_id for r in status.deliveries):
-            return False
-        settings = self.owner.settings
-        record = new_record(event, now=self.owner.now())
-        if len(status.pending) >= settings.max_pending:
-            failed = record.model_copy(
-                update={
-                    "outcome": DeliveryOutcome.FAILED,
-                    "error": f"QueueFull: {settings.max_pending} deliveries already pending",
-                    "next_attempt_at": None,
-                }
-            )
-            status = finish(
-                status,
-                PendingDelivery(record=failed, notification=event),
-                history_limit=settings.history_limit,
-            )
-            counters = status.counters.model_copy(update={"dropped": status.counters.dropped + 1})
-            self._change(status.model_copy(update={"counters": counters}))
+    async def _redeliver_asked(self, value: str) -> None:
+        """``herald.dev/redeliver`` on the webhook: ``failed`` (its retained failed ones) or a payload id."""
+        store, owner = self.owner.store, self.delivery_owner
+        found: list[Stored] = []
+        try:
+            if value == "failed":
+                async for page in self.owner.api.pages(
+                    PLURAL, owner.home, label_selector=f"{owner.selector()},herald.dev/outcome=Failed"
+                ):
+                    found += [
+                        s
+                        for s in map(parse_delivery, page)
+                        if s is not None
+                        and (s.owner_kind, s.owner) == (owner.kind, owner.ref)
+                        and s.delivery.record.outcome is DeliveryOutcome.FAILED
+                    ]
+            else:
+                stored = await store.read(owner, value)
+                found = [stored] if stored is not None else []
+        except ApiError as exc:
             self.owner.post(
-                self.view, "Warning", "QueueFull", f"Delivery {event.payload_id} dropped: {failed.error}"
+                self.view, "Warning", "Redeliver", f"Cannot read the deliveries to send again: {exc}"
             )
-            self.owner.log(logging.WARNING, "delivery dropped: queue full", self.view, event)
-            return False
+            return
+        for stored in found:
+            self.redeliver(stored, value)
+        message = f"Redelivery of {len(found)} deliveries queued"
+        if not found:
+            message += (
+                f"; no retained {'failed delivery' if value == 'failed' else 'delivery ' + value} found"
+            )
+        self.owner.post(self.view, "Normal" if found else "Warning", "Redeliver", message)
+
+    def redeliver(self, stored: Stored, value: str, *, annotated: bool = False) -> None:
+        """Send a stored delivery again, with its payload_id and a fresh retry schedule."""
+        delivery = stored.delivery
+        record = delivery.record.model_copy(
+            update={
+                "outcome": DeliveryOutcome.PENDING,
+                "attempts": 0,
+                "next_attempt_at": self.owner.now(),
+                "http_status": None,
+                "error": None,
+            }
+        )
+        delivery = delivery.model_copy(update={"record": record})
+        self.queue.put(delivery)
+        self.owner.store.put(
+            self.delivery_owner, delivery, exists=True, redelivered=value if annotated else None
+        )
+        self._summary()
+        self._wake.set()
+
+    def adopt(self, stored: PendingDelivery) -> None:
+        """A pending Delivery object read back after a restart: attempted again on its schedule."""
+        queued = self.queue.get(stored.record.payload_id)
+        if queued is not None and queued.record.attempts >= stored.record.attempts:
+            return
+        self.queue.put(stored)
+        self.owner.store.put(self.delivery_owner, stored, exists=True, write=False)
+        self._summary()
+        self._wake.set()
+
+    def drop(self, payload_id: str) -> None:
+        """Its Delivery object was deleted (by a person, or with its webhook): it is not sent."""
+        if self.queue.remove(payload_id) is not None:
+            self._summary()
+
+    def enqueue(self, event: DeploymentEvent, *, force: bool = False, verify: bool = False) -> Key | None:
+        """Queue one delivery; its store key, or None at the backlog bound (back-pressure).
+
+        A payload already queued is not queued twice. ``verify``: it may have been stored by an
+        earlier Herald, so it is looked up first and, if found, resumed from there or left alone."""
+        store, owner = self.owner.store, self.delivery_owner
+        key = store.key(owner, event.payload_id)
+        if event.payload_id in self.queue or event.payload_id in self._verifying:
+            return key
+        settings = self.owner.settings
+        if not force and len(self.queue) + len(self._verifying) >= settings.max_pending:
+            self._deferred(event)
+            return None
+        self._full = False
+        delivery = PendingDelivery(record=new_record(event, now=self.owner.now()), notification=event)
+        if verify:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._verifying[event.payload_id] = done
+            self.owner.spawn(self._verify(delivery, done), name=f"herald-verify-{self.view.ref}")
+        else:
+            self.queue.put(delivery)
+            store.put(owner, delivery)
+        self._summary()
+        self._wake.set()
+        return key
+
+    def verified(self, payload_id: str) -> Awaitable[None] | None:
+        return self._verifying.get(payload_id)
+
+    async def _verify(self, delivery: PendingDelivery, done: asyncio.Future[None]) -> None:
+        store, owner = self.owner.store, self.delivery_owner
+        payload_id = delivery.record.payload_id
+        try:
+            async with self._verify_slots:
+                stored = await store.read(owner, payload_id)
+        except ApiError as exc:  # unknown: send it (a duplicate at worst, never a loss)
+            logger.warning("cannot tell whether %s was delivered already (%s); sending it", payload_id, exc)
+            stored = None
+        finally:
+            self._verifying.pop(payload_id, None)
+        if stored is None:
+            self.queue.put(delivery)
+            store.put(owner, delivery)
+        elif stored.delivery.record.outcome in (DeliveryOutcome.PENDING, DeliveryOutcome.RETRYING):
+            self.adopt(stored.delivery)
+        self._summary()
+        self._wake.set()
+        if not done.done():
+            done.set_result(None)
+
+    def _deferred(self, event: DeploymentEvent) -> None:
+        counters = self.status.counters
         self._change(
-            add_pending(
-                status,
-                PendingDelivery(record=record, notification=event),
-                history_limit=settings.history_limit,
+            self.status.model_copy(
+                update={"counters": counters.model_copy(update={"deferred": counters.deferred + 1})}
             )
         )
-        self._wake.set()
-        return True
+        self.owner.metrics.deferred.inc()
+        if not self._full:
+            self._full = True
+            bound = self.owner.settings.max_pending
+            message = (
+                f"{len(self.queue)} deliveries are pending (--max-pending {bound}); "
+                "new events wait and are derived again once the backlog drains"
+            )
+            self.owner.post(self.view, "Warning", "BacklogFull", message)
+            self.owner.log(logging.WARNING, "backlog full: event deferred", self.view, event)
+
+    def _summary(self) -> None:
+        """The pending count and the age of the oldest, as the status shows them."""
+        count = len(self.queue) + len(self._verifying)
+        oldest = self.queue.oldest()
+        if (count, oldest) != (self.status.pending_deliveries, self.status.oldest_pending_at):
+            self._change(
+                self.status.model_copy(update={"pending_deliveries": count, "oldest_pending_at": oldest})
+            )
 
     # ------------------------------------------------------------ attempts
 
@@ -396,12 +530,14 @@ class _Worker:
 
     def _next_due(self) -> tuple[PendingDelivery | None, float | None]:
         """The delivery to attempt now, or how long to wait for the next one (None: until woken)."""
-        if self.status.pause is not None or not self.status.pending or self._held():
+        if self.status.pause is not None or self._held():
             return None, None
-        first = self.status.pending[0]  # pending is kept in due order
-        due_at = due(first)[0]
-        wait = (due_at - self.owner.now()).total_seconds()
-        return (first, None) if wait <= 0 else (None, wait)
+        first = self.queue.first()
+        if first is None:
+            return None, None
+        wait = (first.record.next_attempt_at or first.record.time) - self.owner.now()
+        seconds = wait.total_seconds()
+        return (first, None) if seconds <= 0 else (None, seconds)
 
     def _recheck_in(self) -> float | None:
         """While Ready=False for a Secret, look again now and then: Ready recovers by itself."""
@@ -455,11 +591,7 @@ class _Worker:
                 await self._attempt(due, spec, target)
             except Exception as exc:  # recorded as a failed attempt and retried on schedule
                 logger.exception("attempt for %s failed unexpectedly", self.view.ref)
-                self._apply(
-                    due,
-                    _unsent("InternalError", type(exc).__name__, verdict=Verdict.RETRY),
-                    kind=spec.kind.value,
-                )
+                self._apply(due, _unsent("InternalError", type(exc).__name__, verdict=Verdict.RETRY), spec)
 
     async def _target(self, spec: WebhookSpec) -> _Target:
         ns = self.view.ref.namespace
@@ -529,170 +661,82 @@ class _Worker:
             self._bucket = ratelimit.hold(self._bucket, until=owner.clock() + wait)
         owner.metrics.duration.observe(result.duration_ms / 1000)
         owner.metrics.attempts.labels(result=result.reason or result.verdict.value.lower()).inc()
-        self._apply(pending, result, kind=spec.kind.value)
+        self._apply(pending, result, spec)
 
-    def _apply(self, pending: PendingDelivery, result: AttemptResult, *, kind: str) -> None:
+    def _apply(self, pending: PendingDelivery, result: AttemptResult, spec: WebhookSpec) -> None:
         owner = self.owner
-        settings = owner.settings
-        now = owner.now()
-        record = pending.record
-        event = pending.notification
-        verdict = result.verdict
-        pause: PauseReason | None = None
-        next_at: datetime.datetime | None = None
-        if verdict is Verdict.GONE:
-            pause = PauseReason.GONE
-        elif verdict is Verdict.PERMANENT and result.reason == "EgressDenied":
-            pause = PauseReason.EGRESS_DENIED
-        elif verdict is Verdict.RETRY:
-            delay = next_delay(
-                attempt=record.attempts + 1,
-                settings=settings,
-                retry_after=result.retry_after,
-                rand=owner.rand(),
-            )
-            if delay is not None:
-                next_at = now + datetime.timedelta(seconds=delay)
-        failing = health.failing_since(
-            self.status.failing_since, succeeded=verdict is Verdict.SUCCESS, now=now
+        payload_id = pending.record.payload_id
+        if self.queue.get(payload_id) is not pending:
+            return  # dropped or replaced (redelivered, its object deleted) while attempted
+        status = self.status
+        decision = decide(
+            pending.record,
+            result,
+            run=FailureRun(consecutive=status.consecutive_failures, since=status.failing_since),
+            settings=owner.settings,
+            now=owner.now(),
+            rand=owner.rand(),
+            disable_after=spec.disable_after_seconds,
+            disable_after_text=spec.disable_after,
         )
-        spec = self.view.spec
-        if (
-            pause is None
-            and spec is not None
-            and health.should_disable(failing, now=now, disable_after=spec.disable_after_seconds)
-        ):
-            pause = PauseReason.ENDPOINT_DISABLED
-            owner.metrics.endpoints_disabled.labels(kind=kind).inc()
-        if verdict is Verdict.SUCCESS:
-            outcome = DeliveryOutcome.SUCCEEDED
-        elif pause is not None or next_at is not None:
-            outcome = DeliveryOutcome.RETRYING
+        record = decision.record
+        updated = PendingDelivery(record=record, notification=pending.notification)
+        if decision.finished:
+            self.queue.remove(payload_id)
         else:
-            outcome = DeliveryOutcome.FAILED
-        record = record_attempt(
-            record,
-            now=now,
-            http_status=result.http_status,
-            error=result.error,
-            duration_ms=result.duration_ms,
-            outcome=outcome,
-            next_attempt_at=next_at,
-        )
-        done = outcome is not DeliveryOutcome.RETRYING
-        updated = PendingDelivery(record=record, notification=event)
-        status = (
-            finish(self.status, updated, history_limit=settings.history_limit)
-            if done
-            else update_pending(self.status, updated, history_limit=settings.history_limit)
-        )
-        failures = 0 if verdict is Verdict.SUCCESS else status.consecutive_failures + 1
+            self.queue.put(updated)
+        delivery_owner = self.delivery_owner
+        owner.store.put(delivery_owner, updated)
         counters = status.counters
-        if next_at is not None:
+        if decision.retried:
             counters = counters.model_copy(update={"retried": counters.retried + 1})
-        status = status.model_copy(
-            update={
-                "consecutive_failures": failures,
-                "failing_since": failing,
-                "counters": counters,
-                "pause": self._pause(pause) if pause is not None else status.pause,
-            }
-        )
-        previous_failures = self.status.consecutive_failures
-        self._change(status)
-        if done:
-            owner.metrics.deliveries.labels(
-                kind=kind, event=event.event_type.value, outcome=outcome.value
-            ).inc()
-        self._report(record, event, verdict=verdict, pause=pause, previous_failures=previous_failures)
-
-    def _report(
-        self,
-        record: DeliveryRecord,
-        event: DeploymentEvent,
-        *,
-        verdict: Verdict,
-        pause: PauseReason | None,
-        previous_failures: int,
-    ) -> None:
-        """Conditions, Kubernetes Events and a log line for one attempt."""
-        owner = self.owner
-        view = self.view
-        what = f"{event.event_type.value} {event.payload_id} for {record.environment}"
-        if verdict is Verdict.SUCCESS:
-            owner.log(
-                logging.INFO, f"delivered (HTTP {record.http_status}, attempt {record.attempts})", view, event
-            )
-            self._condition(
-                "Ready", True, "Delivered", f"Last delivery succeeded with HTTP {record.http_status}"
-            )
-            self._condition("Degraded", False, "Delivering", "Deliveries succeed")
-            if previous_failures:
-                owner.post(
-                    view, "Normal", "Recovered", f"Delivered {what} after {previous_failures} failed attempts"
-                )
-            return
-        error = record.error or f"HTTP {record.http_status}"
-        owner.log(logging.WARNING, f"attempt {record.attempts} failed: {error}", view, event)
-        self._condition(
-            "Degraded",
-            True,
-            "DeliveryFailing",
-            f"{self.status.consecutive_failures} consecutive failed attempts; last: {error}",
-        )
-        if pause is PauseReason.ENDPOINT_DISABLED and view.spec is not None:
-            since = self.status.failing_since or record.time
-            message = health.disabled_message(since, disable_after=view.spec.disable_after, error=error)
-            self._condition("Ready", False, pause.value, message)
-            owner.post(view, "Warning", pause.value, message)
-        elif pause is not None:
-            self._condition("Ready", False, pause.value, f"Deliveries paused until the spec changes: {error}")
-            owner.post(view, "Warning", "Paused", f"Deliveries paused ({pause.value}): {error}")
+        if record.outcome is DeliveryOutcome.SUCCEEDED:
+            counters = counters.model_copy(update={"delivered": counters.delivered + 1})
         elif record.outcome is DeliveryOutcome.FAILED:
-            reason = "RetriesExhausted" if verdict is Verdict.RETRY else "DeliveryFailed"
-            owner.post(
-                view, "Warning", reason, f"{what} failed for good after {record.attempts} attempts: {error}"
+            counters = counters.model_copy(update={"failed": counters.failed + 1})
+        if decision.pause is PauseReason.ENDPOINT_DISABLED and status.pause is None:
+            owner.metrics.endpoints_disabled.labels(kind=spec.kind.value).inc()
+        self._change(
+            status.model_copy(
+                update={
+                    "consecutive_failures": decision.run.consecutive,
+                    "failing_since": decision.run.since,
+                    "counters": counters,
+                    "pause": self._pause(decision.pause) if decision.pause is not None else status.pause,
+                    "last_delivery": last_delivery(owner.store.key(delivery_owner, payload_id)[1], record),
+                }
+            )
+        )
+        self._summary()
+        if decision.finished:
+            owner.metrics.deliveries.labels(
+                kind=spec.kind.value, event=record.event.value, outcome=record.outcome.value
+            ).inc()
+        event = pending.notification
+        if result.verdict is Verdict.SUCCESS:
+            owner.log(
+                logging.INFO,
+                f"delivered (HTTP {record.http_status}, attempt {record.attempts})",
+                self.view,
+                event,
             )
         else:
-            reason, _, detail = error.partition(":")
-            if reason in CONFIG_REASONS:  # fixable by a person: say so on Ready, as _validate does
-                self._condition("Ready", False, reason, detail.strip())
-            if previous_failures == 0:
-                owner.post(view, "Warning", "DeliveryFailed", f"{what}: {error}; will retry")
+            error = record.error or f"HTTP {record.http_status}"
+            owner.log(logging.WARNING, f"attempt {record.attempts} failed: {error}", self.view, event)
+        for notice in decision.notices:
+            if isinstance(notice, SetCondition):
+                self._condition(notice.type, notice.value, notice.reason, notice.message)
+            elif isinstance(notice, PostEvent):
+                owner.post(self.view, notice.type, notice.reason, notice.message)
 
-    # ------------------------------------------------------------ persistence
-
-    async def persisted(self) -> None:
-        """Wait until every change made so far is on the status subresource (or the webhook is
-        gone); raise ``NotPersisted`` if the worker closes first."""
-        target = self._seq
-        async with self._persisted:
-            await self._persisted.wait_for(lambda: self._flushed >= target or self._gone or self._closed)
-        if self._flushed < target and not self._gone:
-            raise NotPersisted(f"the status of {self.view.ref} was not stored before Herald stopped")
-
-    def _patch(self, status: WebhookStatus) -> dict[str, Any]:
-        """``to_patch``, rendering only the pending deliveries that changed since the last flush:
-        a long queue is otherwise dumped whole on every flush, stalling the loop for all."""
-        previous, rendered = self._rendered, {}
-
-        def dump(pending: PendingDelivery, cap: int) -> dict[str, Any]:
-            hit = previous.get(id(pending))
-            if hit is not None and hit[0] is pending and hit[1] == cap:
-                value = hit[2]
-            else:
-                value = dump_pending(pending, cap)
-            rendered[id(pending)] = (pending, cap, value)
-            return value
-
-        settings = self.owner.settings
-        cap = log_cap(max_pending=settings.max_pending, history_limit=settings.history_limit)
-        patch = to_patch(status, cap=cap, dump=dump)
-        self._rendered = rendered
-        return patch
+    # ------------------------------------------------------------ the summary status
 
     async def _flush_loop(self) -> None:
         owner = self.owner
+        if self._migrating is not None:  # the 0.1 queue is cleared only once it is stored elsewhere
+            with contextlib.suppress(NotPersisted):
+                await self._migrating
+            self._migrating = None
         while self._flushed < self._seq:
             clock = owner.clock()
             quiet = clock - self._last_flush > owner.settings.status_interval
@@ -704,44 +748,36 @@ class _Worker:
             def newest() -> dict[str, Any]:  # rendered for each try: a retry writes the newest
                 nonlocal seq
                 seq = self._seq
-                return self._patch(self.status)
+                return to_patch(self.status)
 
             try:  # the client retries transient failures until the status is stored
                 await owner.sink.patch_status(
                     plural=self.plural, namespace=ref.namespace, name=ref.name, status=newest
                 )
-            except ApiNotFound:
-                logger.info("webhook %s is gone; its status is not written", ref)
-                self._gone = True
-                seq = self._seq
-            except ApiError as exc:  # refused for good (403, 422...): the next change tries again
+            except ApiError as exc:  # gone (404), or refused for good: the next change tries again
                 logger.warning(
                     "status of %s not stored: %s; it is written again with its next change", ref, exc
                 )
                 return
-            else:
-                owner.metrics.status_patches.inc()
+            owner.metrics.status_patches.inc()
             self._last_flush = owner.clock()
             self._flushed = seq
-            async with self._persisted:
-                self._persisted.notify_all()
 
-    async def close(self, *, gone: bool = False) -> None:
-        """Stop; ``gone``: the webhook was deleted, so what was not stored no longer matters."""
-        self._gone = self._gone or gone
+    async def close(self) -> None:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         if self._flusher is not None and not self._flusher.done():
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(self._flusher, timeout=5)
-        self._closed = True
-        async with self._persisted:
-            self._persisted.notify_all()
+        for done in self._verifying.values():
+            if not done.done():
+                done.set_exception(NotPersisted(f"{self.view.ref}: Herald stopped before a lookup"))
 
 
 class Dispatcher:
-    """Owns every webhook's worker; the kopf handlers only call ``observe``, ``forget`` and ``submit``."""
+    """Owns every webhook's worker, the Delivery store and retention; the flow calls ``observe``,
+    ``forget`` and ``submit``."""
 
     def __init__(
         self,
@@ -749,6 +785,7 @@ class Dispatcher:
         settings: Settings,
         client: DeliveryClient,
         sink: StatusSink,
+        api: DeliveryApi,
         secrets: SecretSource,
         post_event: EventPoster,
         metrics: Metrics,
@@ -759,6 +796,7 @@ class Dispatcher:
         self.settings = settings
         self.client = client
         self.sink = sink
+        self.api = api
         self.secrets = _SecretCache(secrets, ttl=settings.secret_cache_ttl, clock=clock)
         self.metrics = metrics
         self.clock = clock
@@ -769,9 +807,27 @@ class Dispatcher:
         self._post_event = post_event
         self._workers: dict[tuple[bool, ObjectRef], _Worker] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self.retention = Retention(
+            api,
+            settings=settings,
+            metrics=metrics,
+            wallclock=self.now,
+            namespaces=self.delivery_namespaces,
+            redeliver=self.redeliver_requested,
+        )
+        self.store = DeliveryStore(
+            api, metrics=metrics, finished=self.retention.finished, gone=self._object_gone
+        )
 
     def now(self) -> datetime.datetime:
         return _utc(self._wallclock())
+
+    def delivery_namespaces(self) -> tuple[str | None, ...]:
+        """Where Delivery objects live: everywhere, or the watched namespaces and Herald's own."""
+        watched = self.settings.namespaces
+        if watched is None:
+            return (None,)
+        return tuple(dict.fromkeys((*watched, self.settings.delivery_namespace)))
 
     def spawn(self, coro: Awaitable[None], *, name: str) -> None:
         async def run() -> None:
@@ -821,9 +877,12 @@ class Dispatcher:
             self._workers[key] = worker
         return worker
 
+    def _find(self, kind: str, ref: ObjectRef) -> _Worker | None:
+        return self._workers.get((kind == "ClusterWebhook", ref))
+
     def observe(self, view: WebhookView, *, status: Any = None) -> None:
         """A webhook's latest version. ``status`` is what its status subresource holds: read only
-        when the webhook's worker starts (a restart resumes from it), never kept."""
+        when the webhook's worker starts (a restart resumes its summary, or migrates a 0.1 queue)."""
         worker = self._workers.get((view.cluster, view.ref))
         if worker is None:
             self._worker(view, status)
@@ -833,32 +892,102 @@ class Dispatcher:
     async def forget(self, *, cluster: bool, ref: ObjectRef) -> None:
         worker = self._workers.pop((cluster, ref), None)
         if worker is not None:
-            await worker.close(gone=True)
-            self.metrics.pending.dec(len(worker.status.pending))
+            self.store.forget(worker.delivery_owner)
+            await worker.close()
 
-    def submit(self, deliveries: Iterable[tuple[WebhookView, DeploymentEvent]]) -> Awaitable[None]:
-        """Queue deliveries now (their first attempts start at once); the returned awaitable
-        completes when every one of them is persisted on its webhook's status, and raises
-        ``NotPersisted`` if Herald stops before that."""
-        touched: dict[int, _Worker] = {}
+    def submit(
+        self, deliveries: Iterable[tuple[WebhookView, DeploymentEvent]], *, verify: bool = False
+    ) -> Submission:
+        """Queue deliveries now (their first attempts start at once); see ``Submission``."""
+        keys: list[Key] = []
+        lookups: list[Awaitable[None]] = []
+        deferred: dict[ObjectRef, WebhookView] = {}
         for view, event in deliveries:
             worker = self._worker(view)
-            worker._enqueue(event)
-            touched[id(worker)] = worker
+            key = worker.enqueue(event, verify=verify)
+            if key is None:
+                deferred[view.ref] = view
+                continue
+            keys.append(key)
+            lookup = worker.verified(event.payload_id)
+            if lookup is not None:
+                lookups.append(lookup)
 
-        async def persisted() -> None:
-            await asyncio.gather(*(w.persisted() for w in touched.values()))
+        async def stored() -> None:
+            await asyncio.gather(*lookups)
+            await self.store.stored(keys)
 
-        return persisted()
+        return Submission(deferred=tuple(deferred.values()), stored=stored())
 
     def status_of(self, *, cluster: bool, ref: ObjectRef) -> WebhookStatus | None:
         worker = self._workers.get((cluster, ref))
         return worker.status if worker is not None else None
 
+    def pending_of(self, *, cluster: bool, ref: ObjectRef) -> tuple[PendingDelivery, ...]:
+        worker = self._workers.get((cluster, ref))
+        return tuple(worker.queue) if worker is not None else ()
+
+    async def resume(self) -> int:
+        """Queue again every unfinished Delivery object (after a restart); returns how many."""
+        count = 0
+        for namespace in self.delivery_namespaces():
+            async for page in self.api.pages(
+                PLURAL, namespace, label_selector="herald.dev/outcome in (Pending,Retrying)"
+            ):
+                for item in page:
+                    stored = parse_delivery(item)
+                    worker = None if stored is None else self._find(stored.owner_kind, stored.owner)
+                    if stored is None or worker is None:
+                        continue  # unreadable, or its webhook is gone (the GC deletes it)
+                    if stored.delivery.record.outcome in (DeliveryOutcome.PENDING, DeliveryOutcome.RETRYING):
+                        worker.adopt(stored.delivery)
+                        count += 1
+        return count
+
+    def redeliver_requested(self, namespace: str, name: str, value: str) -> None:
+        """``herald.dev/redeliver`` on a Delivery object (from the watch or a scan)."""
+        self.spawn(self._redeliver_object(namespace, name, value), name=f"herald-redeliver-{name}")
+
+    async def _redeliver_object(self, namespace: str, name: str, value: str) -> None:
+        try:
+            body = await self.api.get(PLURAL, namespace, name)
+        except ApiError as exc:
+            logger.warning("cannot read Delivery %s/%s to send it again: %s", namespace, name, exc)
+            return
+        stored = parse_delivery(body) if body is not None else None
+        worker = None if stored is None else self._find(stored.owner_kind, stored.owner)
+        if stored is None or worker is None or stored.redeliver != value:
+            return  # gone, unreadable, not ours to send, or already acted on
+        worker.redeliver(stored, value, annotated=True)
+        self.post(
+            worker.view,
+            "Normal",
+            "Redeliver",
+            f"Delivery {name} ({stored.delivery.record.payload_id}) queued again",
+        )
+
+    def object_deleted(self, namespace: str, name: str) -> None:
+        """A Delivery object was deleted: stop sending it if it was pending."""
+        for worker in self._workers.values():
+            owner = worker.delivery_owner
+            if owner.home != namespace:
+                continue
+            for delivery in list(worker.queue):
+                if self.store.key(owner, delivery.record.payload_id) == (namespace, name):
+                    worker.drop(delivery.record.payload_id)
+                    return
+
+    def _object_gone(self, owner: Owner, payload_id: str) -> None:
+        worker = self._find(owner.kind, owner.ref)
+        if worker is not None:
+            worker.drop(payload_id)
+
     async def close(self) -> None:
         await asyncio.gather(*(w.close() for w in self._workers.values()))
+        await self.store.close(timeout=5)
+        await self.retention.close()
         self._workers.clear()
-        if self._background:  # let the last ledger writes land: they only wait for the flushes above
+        if self._background:  # let the last ledger writes land: they only wait for the writes above
             await asyncio.wait(set(self._background), timeout=5)
         for task in list(self._background):
             task.cancel()

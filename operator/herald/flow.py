@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from herald.dispatcher import StatusSink
+from herald.dispatcher import StatusSink, Submission
 from herald.events import (
     LEDGER_ANNOTATION,
     BadEnvironment,
@@ -91,8 +91,10 @@ class Deliveries(Protocol):
 
     async def forget(self, *, cluster: bool, ref: ObjectRef) -> None: ...
 
-    def submit(self, deliveries: Iterable[tuple[WebhookView, DeploymentEvent]]) -> Awaitable[None]:
-        """Queue now; the awaitable completes once all of them are persisted."""
+    def submit(
+        self, deliveries: Iterable[tuple[WebhookView, DeploymentEvent]], *, verify: bool = False
+    ) -> Submission:
+        """Queue now; ``Submission.stored`` completes once their Delivery objects exist."""
         ...
 
     def spawn(self, coro: Awaitable[None], *, name: str) -> None: ...
@@ -121,6 +123,10 @@ class NamespaceUnreadable(Exception):
 
 class Undecided(Exception):
     """Some webhooks could not be decided for an Environment's events; it is handled again later."""
+
+
+class Deferred(Exception):
+    """Some webhooks were at their backlog bound; the Environment is handled again later."""
 
 
 def needs_labels(view: WebhookView) -> bool:
@@ -308,6 +314,15 @@ class GoneWebhooks:
             raise
 
 
+def _created(body: Mapping[str, Any]) -> datetime.datetime:
+    """When the object was created (long ago when it does not say)."""
+    text = str((body.get("metadata") or {}).get("creationTimestamp") or "")
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.datetime.min.replace(tzinfo=datetime.UTC)
+
+
 # ---------------------------------------------------------------- the flow
 
 
@@ -341,6 +356,7 @@ class Flow:
         )
         self.retries = Retries(self.environment, retry_delays)
         self._serial = _Serial()
+        self._started = datetime.datetime.now(datetime.UTC)  # Environments older may have stored deliveries
 
     # ------------------------------------------------------------ webhooks
 
@@ -424,7 +440,7 @@ class Flow:
                 logger.warning("Environment %s skipped: %s", where, exc)
             except Exception as exc:
                 delay = self.retries.schedule(uid, body)
-                if isinstance(exc, Undecided):
+                if isinstance(exc, Undecided | Deferred):
                     logger.warning("Environment %s: %s; handled again in %ss", where, exc, delay)
                 else:
                     logger.exception(
@@ -488,12 +504,18 @@ class Flow:
             choice = choose(namespaced, cluster, notification, labels=labels, readable=unreadable is None)
             deliveries.extend((view, notification) for view in choice.chosen)
             undecided.update((view.ref, view) for view in choice.undecided)
-        queued = self._dispatcher.submit(deliveries) if deliveries else None
-        if undecided:
-            # What was decided is queued already (a retry queues it again: the dispatcher knows the
-            # payload_id); nothing is recorded, so the events are derived again until all is decided.
-            if queued is not None:  # no ledger waits on it; consumed so it is not left unawaited
-                self._dispatcher.spawn(queued, name=f"herald-queued-{uid}")
+        # Events derived again (a retry, or the first sight since Herald started of an Environment
+        # that predates it) may have stored deliveries: the dispatcher looks them up first.
+        verify = not first or (self.ledgers.get(uid) is None and _created(body) < self._started)
+        submission = self._dispatcher.submit(deliveries, verify=verify) if deliveries else None
+        held = submission.deferred if submission is not None else ()
+        if undecided or held:
+            # What was queued stays queued (a retry finds it by its payload_id); nothing is
+            # recorded, so the events are derived again until every webhook has taken them.
+            if submission is not None:  # no ledger waits on it; consumed so it is not left unawaited
+                self._dispatcher.spawn(submission.stored, name=f"herald-queued-{uid}")
+            if held:
+                raise Deferred(f"{len(held)} webhooks are at their backlog bound")
             message = f"{unreadable}; deliveries of Environment {where} to this ClusterWebhook wait"
             if first:
                 for view in undecided.values():
@@ -502,7 +524,7 @@ class Flow:
         self.ledgers.remember(uid, record_events(ledger, deployment.id, new_events))
         for event_type in new_events:
             self._metrics.deployment_events.labels(event=event_type.value).inc()
-        if queued is None:
+        if submission is None:
             # Nobody listens: no ledger write and no Event on an object Herald does not own. After a
             # restart these events are derived once more, and go to the webhooks that match then.
             logger.debug(
@@ -513,7 +535,7 @@ class Flow:
         # handling remembered but has not stored yet.
         stored = record_events(persisted, deployment.id, new_events)
         self._dispatcher.spawn(
-            self._write_ledger(environment.namespace, environment.name, uid, queued, stored),
+            self._write_ledger(environment.namespace, environment.name, uid, submission.stored, stored),
             name=f"herald-ledger-{uid}",
         )
         for event_type in new_events:
@@ -536,7 +558,7 @@ class Flow:
     async def _write_ledger(
         self, namespace: str, name: str, uid: str, queued: Awaitable[None], stored: NotifiedLedger
     ) -> None:
-        """Mark events notified on the Environment once their deliveries are persisted."""
+        """Mark events notified on the Environment once their Delivery objects exist."""
         await queued
         self._ledger_writer.enqueue(uid, namespace, name, stored)
 

@@ -22,6 +22,7 @@ import kopf
 from herald import USER_AGENT
 from herald.cluster_events import ClusterEventPoster
 from herald.delivery import DeliveryClient, Resolver
+from herald.delivery_store import RedeliverWatch
 from herald.dispatcher import Dispatcher
 from herald.flow import Flow, GoneWebhooks
 from herald.index import WebhookIndex
@@ -89,6 +90,21 @@ def login_info() -> kopf.ConnectionInfo:
 
 async def api_login() -> ApiConnection:
     return _api_connection(login_info())
+
+
+async def deliveries(dispatcher: Dispatcher, index: WebhookIndex) -> None:
+    """Once every webhook is known: resume the pending Delivery objects, then keep retention."""
+    await index.wait_ready()
+    while True:
+        try:
+            resumed = await dispatcher.resume()
+        except Exception as exc:  # the API answers later: new deliveries flow meanwhile
+            logger.warning("cannot list pending Delivery objects (%s); trying again", exc)
+            await asyncio.sleep(5)
+            continue
+        logger.info("%d pending deliveries resumed", resumed)
+        break
+    await dispatcher.retention.run()
 
 
 def _body(raw: Mapping[str, Any]) -> kopf.Body:
@@ -159,6 +175,7 @@ def build_registry(
             settings=config,
             client=DeliveryClient(config, resolver=resolver, user_agent=USER_AGENT),
             sink=GoneWebhooks(kube, index=index, gone=gone),
+            api=kube,
             secrets=kube,
             post_event=post_event,
             metrics=herald_metrics,
@@ -189,6 +206,20 @@ def build_registry(
             background=(
                 asyncio.create_task(flow.learn_webhooks(), name="herald-learn-webhooks"),
                 asyncio.create_task(flow.reconcile_webhooks(), name="herald-reconcile-webhooks"),
+                asyncio.create_task(deliveries(dispatcher, index), name="herald-deliveries"),
+                *(
+                    asyncio.create_task(
+                        RedeliverWatch(
+                            kube,
+                            namespace=namespace,
+                            redeliver=dispatcher.redeliver_requested,
+                            deleted=dispatcher.object_deleted,
+                            timeout_seconds=config.watch_timeout,
+                        ).run(),
+                        name=f"herald-delivery-watch-{namespace or 'all'}",
+                    )
+                    for namespace in dispatcher.delivery_namespaces()
+                ),
             ),
         )
         if runtimes is not None:

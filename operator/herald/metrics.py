@@ -47,6 +47,22 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.delivery_writes = Counter(
+            "herald_delivery_writes_total",
+            "API writes of Delivery objects, by verb (create, patch, delete).",
+            ["verb"],
+            registry=self.registry,
+        )
+        self.deliveries_pruned = Counter(
+            "herald_deliveries_pruned_total",
+            "Finished Delivery objects deleted by retention (count per webhook, age).",
+            registry=self.registry,
+        )
+        self.deferred = Counter(
+            "herald_deliveries_deferred_total",
+            "Deliveries not queued because their webhook was at its backlog bound; derived again later.",
+            registry=self.registry,
+        )
         self.status_patches = Counter(
             "herald_status_patches_total",
             "Status patches written to Webhooks and ClusterWebhooks.",

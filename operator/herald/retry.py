@@ -15,10 +15,11 @@ import datetime
 import email.utils
 import enum
 import re
+from dataclasses import dataclass
 
 from herald.settings import Settings
 
-__all__ = ["Verdict", "classify_status", "max_attempts", "next_delay", "parse_retry_after"]
+__all__ = ["AttemptResult", "Verdict", "classify_status", "max_attempts", "next_delay", "parse_retry_after"]
 
 _SECONDS = re.compile(r"[0-9]+")
 _RETRIED_STATUSES = frozenset({408, 429})
@@ -29,6 +30,19 @@ class Verdict(enum.StrEnum):
     RETRY = "RETRY"  # worth another attempt later
     PERMANENT = "PERMANENT"  # no attempt will do better
     GONE = "GONE"  # the receiver says it is gone for good: pause the webhook
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttemptResult:
+    """What one attempt came to, as the delivery client reports it and ``decision`` reads it."""
+
+    verdict: Verdict
+    http_status: int | None
+    error: str | None  # scrubbed and short; None on success
+    reason: str | None  # CamelCase, for conditions and metrics; None on success
+    retry_after: float | None  # seconds the receiver asked us to wait (RETRY only)
+    duration_ms: int
+    response_excerpt: bytes  # the first max_response_bytes of the body, for per-kind checks
 
 
 def classify_status(status: int) -> Verdict:

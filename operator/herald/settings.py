@@ -19,9 +19,8 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # (8 attempts over about 27.6 hours), so a receiver down for a day still gets everything.
 DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
 
-# The CRDs' ``status.pending`` maxItems (tests hold the two equal): a longer queue would make
-# the API server refuse every status patch of the webhook with 422.
-MAX_PENDING_LIMIT = 1000
+# Unfinished deliveries are kept in memory (each with its notification): this caps the setting.
+MAX_PENDING_LIMIT = 1_000_000
 
 # The flags of the deployment sources (``herald.sources`` keys its table by them; a test holds
 # the two equal).
@@ -84,9 +83,12 @@ class Settings:
     require_https: bool = False
 
     # Bounds.
-    history_limit: Annotated[int, Field(ge=1)] = 20  # recent deliveries kept on a webhook's status
-    # Unfinished deliveries persisted per webhook; a status holds at most MAX_PENDING_LIMIT.
-    max_pending: Annotated[int, Field(ge=1, le=MAX_PENDING_LIMIT)] = 100
+    # Unfinished deliveries per webhook; at the bound new events wait (back-pressure), none is dropped.
+    max_pending: Annotated[int, Field(ge=1, le=MAX_PENDING_LIMIT)] = 5000
+    retain: Annotated[int, Field(ge=1)] = 100  # finished Delivery objects kept per webhook
+    retain_for: Seconds = 7 * 24 * 3600.0  # and for at most this many seconds
+    # Where a ClusterWebhook's Delivery objects live (a Webhook's live beside it).
+    delivery_namespace: Annotated[str, AfterValidator(_namespace)] = "herald-system"
     max_concurrency: Annotated[int, Field(ge=1)] = 64  # attempts in flight across all webhooks
     status_interval: Seconds = 1.0  # at most one status patch per webhook per interval
     secret_cache_ttl: Annotated[float, Field(ge=0)] = (

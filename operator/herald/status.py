@@ -1,28 +1,30 @@
-"""A webhook's status as values: delivery records, pending deliveries, conditions, counters.
+"""A webhook's status as a value: a bounded summary of its deliveries, its conditions, its counters.
 
-The dispatcher owns one ``WebhookStatus`` per webhook and replaces it through these pure
-functions; what it patches onto the status subresource is ``to_patch`` of that value, and what
-it resumes from after a restart is ``parse_status`` of what it patched before. Nothing here
-holds a secret or a full URL: errors arrive already scrubbed.
+Each delivery is a ``Delivery`` object of its own (``delivery_object``); the status only sums them
+up (the last delivery, how many are pending and since when), so it stays under ``STATUS_BUDGET``
+bytes whatever the payloads. The dispatcher owns one ``WebhookStatus`` per webhook and replaces it
+through these pure functions; what it patches is ``to_patch`` of that value. A Herald 0.1 status
+carried its queue (``pending``, ``sent``, ``deliveries``): ``legacy_deliveries`` reads them once so
+they become Delivery objects, and ``to_patch`` clears them.
 """
 
 from __future__ import annotations
 
-import bisect
 import datetime
 import enum
-from collections.abc import Callable, Mapping
+import hashlib
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from herald.models import (
-    Attempt,
     Condition,
     DeliveryOutcome,
     DeliveryRecord,
     DeploymentEvent,
+    EventType,
     ObjectRef,
     PendingDelivery,
     WebhookSpec,
@@ -31,34 +33,37 @@ from herald.models import (
 from herald.payloads import custom
 
 __all__ = [
-    "ATTEMPT_LOG_LIMIT",
-    "NOTIFICATION_LOG_CAP",
-    "STATUS_LOG_BUDGET",
+    "ENABLE_ANNOTATION",
+    "LEGACY_FIELDS",
+    "MESSAGE_LIMIT",
+    "PING_ANNOTATION",
+    "REDELIVER_ANNOTATION",
+    "STATUS_BUDGET",
     "Counters",
+    "LastDelivery",
     "Pause",
     "PauseReason",
     "WebhookStatus",
     "WebhookView",
-    "add_pending",
     "condition",
-    "due",
-    "dump_pending",
-    "finish",
-    "log_cap",
-    "new_record",
+    "handled_token",
+    "last_delivery",
+    "legacy_deliveries",
     "parse_status",
     "parse_webhook",
-    "persisted",
-    "record_attempt",
     "set_condition",
     "to_patch",
-    "update_pending",
 ]
 
-ATTEMPT_LOG_LIMIT = 10
 PING_ANNOTATION = "herald.dev/ping"
 REDELIVER_ANNOTATION = "herald.dev/redeliver"
 ENABLE_ANNOTATION = "herald.dev/enable"
+# What a status may weigh, whatever the payloads and errors (a test holds every status to it).
+STATUS_BUDGET = 8 * 1024
+MESSAGE_LIMIT = 1024  # characters of a condition message or an error kept on the status
+_TOKEN_LIMIT = 128  # an annotation value longer than this is remembered by its digest
+# Herald 0.1 kept its queue on the status; read once for migration, then cleared.
+LEGACY_FIELDS = ("pending", "sent", "deliveries")
 
 
 class _Model(BaseModel):
@@ -84,30 +89,34 @@ class Counters(_Model):
     delivered: int = 0
     failed: int = 0
     retried: int = 0
-    dropped: int = 0
+    deferred: int = 0  # events held back at the backlog bound, derived again later
+
+
+class LastDelivery(_Model):
+    name: str  # the Delivery object
+    payload_id: str
+    event: EventType
+    environment: str  # namespace/name
+    outcome: DeliveryOutcome
+    attempts: int = 0
+    http_status: int | None = None
+    error: str | None = None
+    time: datetime.datetime
 
 
 class WebhookStatus(_Model):
     observed_generation: int | None = None
     conditions: tuple[Condition, ...] = ()
-    last_delivery: DeliveryRecord | None = None
-    deliveries: tuple[DeliveryRecord, ...] = ()  # newest first, bounded by Settings.history_limit
-    # Due order (see ``due``), so the next attempt is always the first; bounded by Settings.max_pending.
-    pending: tuple[PendingDelivery, ...] = ()
-    # Notifications of finished deliveries still in ``deliveries``: what herald.dev/redeliver resends.
-    sent: tuple[DeploymentEvent, ...] = ()
+    last_delivery: LastDelivery | None = None
     counters: Counters = Field(default_factory=Counters)
+    pending_deliveries: int = 0
+    oldest_pending_at: datetime.datetime | None = None
     consecutive_failures: int = 0
     failing_since: datetime.datetime | None = None  # first failed attempt since the last success
     pause: Pause | None = None
     handled_ping: str | None = None
     handled_redeliver: str | None = None
     handled_enable: str | None = None
-
-    @field_validator("pending")
-    @classmethod
-    def _in_due_order(cls, pending: tuple[PendingDelivery, ...]) -> tuple[PendingDelivery, ...]:
-        return tuple(sorted(pending, key=due))
 
 
 class WebhookView(_Model):
@@ -129,31 +138,19 @@ def parse_status(raw: Any) -> WebhookStatus:
     """Resume from a persisted status; whatever cannot be read is dropped, never raised."""
     if not isinstance(raw, Mapping):
         return WebhookStatus()
-    try:
-        return WebhookStatus.model_validate(raw)
-    except ValidationError:
-        pass
-    # Salvage what parses, item by item, so one garbled record loses only itself.
     fields: dict[str, Any] = {}
     for name, info in WebhookStatus.model_fields.items():
         alias = info.alias or name
         if alias not in raw:
             continue
-        try:
+        try:  # field by field, so one garbled value loses only itself
             WebhookStatus.model_validate({alias: raw[alias]})
-            fields[alias] = raw[alias]
         except ValidationError:
-            value = raw[alias]
-            if isinstance(value, list) and name in ("deliveries", "pending", "conditions"):
-                fields[alias] = [v for v in value if _valid(_ITEM_TYPES[name], v)]
+            if name == "conditions" and isinstance(raw[alias], list):
+                fields[alias] = [c for c in raw[alias] if _valid(Condition, c)]
+            continue
+        fields[alias] = raw[alias]
     return WebhookStatus.model_validate(fields)
-
-
-_ITEM_TYPES: dict[str, type[BaseModel]] = {
-    "deliveries": DeliveryRecord,
-    "pending": PendingDelivery,
-    "conditions": Condition,
-}
 
 
 def _valid(model: type[BaseModel], value: Any) -> bool:
@@ -162,6 +159,58 @@ def _valid(model: type[BaseModel], value: Any) -> bool:
     except ValidationError:
         return False
     return True
+
+
+def legacy_deliveries(raw: Any) -> tuple[PendingDelivery, ...]:
+    """The deliveries a Herald 0.1 status held: its pending queue, and the finished ones whose
+    notification it kept (``sent``, matched with their ``deliveries`` records). Unreadable items
+    are skipped; nothing else of a 0.1 status describes a delivery that could be sent again."""
+    if not isinstance(raw, Mapping):
+        return ()
+    found: dict[str, PendingDelivery] = {}
+    records: dict[str, DeliveryRecord] = {}
+    for item in raw.get("deliveries") or ():
+        try:
+            record = DeliveryRecord.model_validate(item)
+        except ValidationError:
+            continue
+        records.setdefault(record.payload_id, record)
+    for item in raw.get("sent") or ():
+        try:
+            event = DeploymentEvent.model_validate(item)
+        except ValidationError:
+            continue
+        record = records.get(event.payload_id)
+        if record is not None and record.outcome not in (DeliveryOutcome.PENDING, DeliveryOutcome.RETRYING):
+            found[event.payload_id] = PendingDelivery(record=record, notification=event)
+    for item in raw.get("pending") or ():
+        try:
+            pending = PendingDelivery.model_validate(item)
+        except ValidationError:
+            continue
+        found[pending.record.payload_id] = pending  # pending wins: it still has to be sent
+    return tuple(found.values())
+
+
+def handled_token(value: str) -> str:
+    """How the status remembers an annotation value it acted on: as it is, or by its digest."""
+    if len(value) <= _TOKEN_LIMIT:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+
+
+def last_delivery(name: str, record: DeliveryRecord) -> LastDelivery:
+    return LastDelivery(
+        name=name,
+        payload_id=record.payload_id,
+        event=record.event,
+        environment=record.environment,
+        outcome=record.outcome,
+        attempts=record.attempts,
+        http_status=record.http_status,
+        error=None if record.error is None else record.error[:MESSAGE_LIMIT],
+        time=record.time,
+    )
 
 
 def parse_webhook(body: Mapping[str, Any], *, cluster: bool) -> WebhookView:
@@ -229,114 +278,6 @@ def _scope_error(spec: WebhookSpec, *, cluster: bool, namespace: str | None) -> 
     return None
 
 
-def new_record(event: DeploymentEvent, *, now: datetime.datetime) -> DeliveryRecord:
-    env = event.environment
-    return DeliveryRecord(
-        payload_id=event.payload_id,
-        event=event.event_type,
-        environment=f"{env.namespace}/{env.name}",
-        deployment_id=event.deployment.id,
-        time=now,
-        next_attempt_at=now,
-    )
-
-
-def record_attempt(
-    record: DeliveryRecord,
-    *,
-    now: datetime.datetime,
-    http_status: int | None,
-    error: str | None,
-    duration_ms: int,
-    outcome: DeliveryOutcome,
-    next_attempt_at: datetime.datetime | None,
-) -> DeliveryRecord:
-    number = record.attempts + 1
-    attempt = Attempt(number=number, time=now, http_status=http_status, error=error, duration_ms=duration_ms)
-    return record.model_copy(
-        update={
-            "attempts": number,
-            "http_status": http_status,
-            "error": error,
-            "time": now,
-            "outcome": outcome,
-            "duration_ms": duration_ms,
-            "next_attempt_at": next_attempt_at,
-            "attempt_log": (*record.attempt_log, attempt)[-ATTEMPT_LOG_LIMIT:],
-        }
-    )
-
-
-def _with_history(status: WebhookStatus, record: DeliveryRecord, *, limit: int) -> tuple[DeliveryRecord, ...]:
-    others = tuple(r for r in status.deliveries if r.payload_id != record.payload_id)
-    return (record, *others)[:limit]
-
-
-def due(pending: PendingDelivery) -> tuple[datetime.datetime, datetime.datetime]:
-    """When a pending delivery is due: its retry time, or at once; oldest first among equals."""
-    record = pending.record
-    return (record.next_attempt_at or record.time, record.time)
-
-
-def _queued(queue: tuple[PendingDelivery, ...], pending: PendingDelivery) -> tuple[PendingDelivery, ...]:
-    when = due(pending)
-    if not queue or due(queue[-1]) <= when:  # the usual case: a new delivery, due now
-        return (*queue, pending)
-    at = bisect.bisect_right(queue, when, key=due)
-    return (*queue[:at], pending, *queue[at:])
-
-
-def _without(queue: tuple[PendingDelivery, ...], payload_id: str) -> tuple[PendingDelivery, ...]:
-    # The delivery taken off is nearly always the first: the one just attempted.
-    for at, queued in enumerate(queue):
-        if queued.record.payload_id == payload_id:
-            return (*queue[:at], *queue[at + 1 :])
-    return queue
-
-
-def add_pending(status: WebhookStatus, pending: PendingDelivery, *, history_limit: int) -> WebhookStatus:
-    """Queue a delivery; the caller has already checked the bound (see ``Settings.max_pending``)."""
-    return status.model_copy(
-        update={
-            "pending": _queued(status.pending, pending),
-            "deliveries": _with_history(status, pending.record, limit=history_limit),
-        }
-    )
-
-
-def update_pending(status: WebhookStatus, pending: PendingDelivery, *, history_limit: int) -> WebhookStatus:
-    """Replace a pending delivery (same payload_id) after an attempt that will be retried."""
-    return status.model_copy(
-        update={
-            "pending": _queued(_without(status.pending, pending.record.payload_id), pending),
-            "deliveries": _with_history(status, pending.record, limit=history_limit),
-            "last_delivery": pending.record,
-        }
-    )
-
-
-def finish(status: WebhookStatus, pending: PendingDelivery, *, history_limit: int) -> WebhookStatus:
-    """Take a delivery off the queue with its final record, count it, and keep it for redelivery."""
-    record = pending.record
-    counters = status.counters
-    if record.outcome is DeliveryOutcome.SUCCEEDED:
-        counters = counters.model_copy(update={"delivered": counters.delivered + 1})
-    elif record.outcome is DeliveryOutcome.FAILED:
-        counters = counters.model_copy(update={"failed": counters.failed + 1})
-    history = _with_history(status, record, limit=history_limit)
-    kept = {r.payload_id for r in history}
-    sent = (pending.notification, *(n for n in status.sent if n.payload_id != record.payload_id))
-    return status.model_copy(
-        update={
-            "pending": _without(status.pending, record.payload_id),
-            "deliveries": history,
-            "sent": tuple(n for n in sent if n.payload_id in kept),
-            "last_delivery": record,
-            "counters": counters,
-        }
-    )
-
-
 def set_condition(
     status: WebhookStatus,
     *,
@@ -349,6 +290,7 @@ def set_condition(
 ) -> WebhookStatus:
     """Set one condition; ``lastTransitionTime`` moves only when the status value changes."""
     old = next((c for c in status.conditions if c.type == type_), None)
+    message = message[:MESSAGE_LIMIT]
     if old is not None and (old.status, old.reason, old.message, old.observed_generation) == (
         value,
         reason,
@@ -361,7 +303,7 @@ def set_condition(
         type=type_,
         status=value,
         reason=reason,
-        message=message,
+        message=message[:MESSAGE_LIMIT],
         last_transition_time=since,
         observed_generation=generation,
     )
@@ -373,67 +315,12 @@ def condition(status: WebhookStatus, type_: str) -> Condition | None:
     return next((c for c in status.conditions if c.type == type_), None)
 
 
-# Deployment logs a status keeps across all the notifications it persists (pending and sent), and
-# at most per notification: without a bound, 100 pending deliveries with long logs outgrow the
-# ~1.5 MiB etcd accepts for an object, the status can no longer be written, and what was
-# delivered is no longer recorded. Only the persisted copy is trimmed (see ``persisted``).
-STATUS_LOG_BUDGET = 512 * 1024
-NOTIFICATION_LOG_CAP = 16 * 1024
-
-
-def log_cap(*, max_pending: int, history_limit: int) -> int:
-    """Bytes of logs each persisted notification may keep, so that a status holding as many
-    notifications as the bounds allow (pending, plus sent ones for redelivery) stays in budget."""
-    return min(NOTIFICATION_LOG_CAP, STATUS_LOG_BUDGET // max(1, max_pending + history_limit))
-
-
-def persisted(event: DeploymentEvent, cap: int) -> DeploymentEvent:
-    """The notification as the status keeps it: the newest log lines that fit in ``cap`` bytes,
-    after a line saying how many were left out. A delivery resumed after a restart sends this."""
-    logs = event.deployment.logs
-    if sum(len(line.encode()) + 1 for line in logs) <= cap:
-        return event
-    budget = cap - 100  # room for the marker line
-    kept: list[str] = []
-    for line in reversed(logs):
-        size = len(line.encode()) + 1
-        if size > budget:
-            break
-        kept.append(line)
-        budget -= size
-    dropped = len(logs) - len(kept)
-    marker = f"[herald] {dropped} earlier log lines were not kept on the webhook's status"
-    deployment = event.deployment.model_copy(update={"logs": (marker, *reversed(kept))})
-    return event.model_copy(update={"deployment": deployment})
-
-
-def dump_pending(pending: PendingDelivery, cap: int) -> dict[str, Any]:
-    trimmed = persisted(pending.notification, cap)
-    if trimmed is not pending.notification:
-        pending = pending.model_copy(update={"notification": trimmed})
-    return _json(pending)
-
-
-def _json(value: BaseModel) -> dict[str, Any]:
-    return value.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-def to_patch(
-    status: WebhookStatus,
-    *,
-    cap: int,
-    dump: Callable[[PendingDelivery, int], dict[str, Any]] = dump_pending,
-) -> dict[str, Any]:
-    """The status subresource's merge patch: every top-level key present, so a cleared one is nulled.
-
-    ``cap`` bounds each persisted notification's logs (``log_cap``). ``dump`` renders each pending
-    delivery under it: a caller flushing the same long queue again and again passes one that
-    remembers what it rendered (pending deliveries are immutable values).
-    """
-    dumped = status.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"pending", "sent"})
-    dumped["pending"] = [dump(p, cap) for p in status.pending]
-    dumped["sent"] = [_json(persisted(n, cap)) for n in status.sent]
-    return {
+def to_patch(status: WebhookStatus) -> dict[str, Any]:
+    """The status subresource's merge patch: every key present, so a cleared one is nulled (and
+    a Herald 0.1 queue, once migrated, with them)."""
+    dumped = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    patch: dict[str, Any] = {
         (info.alias or name): dumped.get(info.alias or name)
         for name, info in WebhookStatus.model_fields.items()
     }
+    return patch | dict.fromkeys(LEGACY_FIELDS)

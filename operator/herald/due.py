@@ -1,0 +1,69 @@
+"""A webhook's unfinished deliveries in due order: the next attempt is always the first.
+
+Due order is the retry time (at once for a new delivery), oldest first among equals, which keeps
+a deployment's STARTED ahead of its terminal event. A heap with lazy removal: replacing or removing
+a delivery costs O(log n) however long the backlog of a receiver that is down.
+"""
+
+from __future__ import annotations
+
+import datetime
+import heapq
+import itertools
+from collections.abc import Iterator
+
+from herald.models import PendingDelivery
+
+__all__ = ["DueQueue", "due"]
+
+
+def due(delivery: PendingDelivery) -> tuple[datetime.datetime, datetime.datetime]:
+    """When a delivery is due: its retry time, or at once; oldest first among equals."""
+    record = delivery.record
+    return (record.next_attempt_at or record.time, delivery.notification.created_at)
+
+
+class DueQueue:
+    def __init__(self) -> None:
+        self._items: dict[str, PendingDelivery] = {}  # by payload_id
+        self._heap: list[tuple[datetime.datetime, datetime.datetime, int, str]] = []
+        self._order = itertools.count()
+        self._live: dict[str, int] = {}  # payload_id -> the heap entry that counts
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, payload_id: str) -> bool:
+        return payload_id in self._items
+
+    def __iter__(self) -> Iterator[PendingDelivery]:
+        return iter(self._items.values())
+
+    def get(self, payload_id: str) -> PendingDelivery | None:
+        return self._items.get(payload_id)
+
+    def put(self, delivery: PendingDelivery) -> None:
+        """Add a delivery, or replace the one with its payload_id (a retry moves it back)."""
+        payload_id = delivery.record.payload_id
+        seq = next(self._order)
+        self._items[payload_id] = delivery
+        self._live[payload_id] = seq
+        heapq.heappush(self._heap, (*due(delivery), seq, payload_id))
+        if len(self._heap) > 2 * len(self._items) + 64:  # mostly replaced entries: rebuild
+            self._heap = [(*due(d), self._live[p], p) for p, d in self._items.items()]
+            heapq.heapify(self._heap)
+
+    def remove(self, payload_id: str) -> PendingDelivery | None:
+        self._live.pop(payload_id, None)
+        return self._items.pop(payload_id, None)
+
+    def first(self) -> PendingDelivery | None:
+        """The delivery due first."""
+        heap = self._heap
+        while heap and self._live.get(heap[0][3]) != heap[0][2]:
+            heapq.heappop(heap)  # replaced or removed
+        return self._items[heap[0][3]] if heap else None
+
+    def oldest(self) -> datetime.datetime | None:
+        """When the oldest unfinished delivery was created."""
+        return min((d.notification.created_at for d in self._items.values()), default=None)
