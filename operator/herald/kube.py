@@ -2,8 +2,10 @@
 
 kopf watches and posts Events; Herald also writes the status of *other* objects (every webhook a
 delivery touches, from background workers), records the notified ledger on Environments, reads
-Secrets, Namespaces and its Lease, and lists its webhooks at startup. Each request is built from
-an entry of ``herald.rbac.HERALD_CALLS``, so the client cannot make a call RBAC does not grant.
+Secrets, Namespaces and its Lease, lists its webhooks at startup, and keeps its Delivery objects
+(``create``/``get``/``patch``/``delete``, paginated ``pages`` and a ``watch`` stream on any of
+Herald's own kinds). Each request is built from an entry of ``herald.rbac.HERALD_CALLS``, so the
+client cannot make a call RBAC does not grant.
 
 Like kopf's own client, failures are typed (``ApiNotFound``, ``ApiConflict``, ``ApiGone``,
 ``ApiTooManyRequests``, ``ApiServerError``, ``ApiForbidden``, ``ApiUnreachable``...), each chained
@@ -22,9 +24,10 @@ import asyncio
 import base64
 import binascii
 import datetime
+import json
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +59,7 @@ __all__ = [
     "ApiUnreachable",
     "Backoff",
     "KubeClient",
+    "Page",
     "Secret",
     "error_for",
 ]
@@ -65,8 +69,17 @@ logger = logging.getLogger("herald.kube")
 API_GROUP = "herald.dev"
 API_VERSION = "v1alpha1"
 API_CONNECTIONS = 16
-_LIST_PAGE = 500  # objects per page when Herald lists its own kinds at startup
+_HERALD = f"{API_GROUP}/{API_VERSION}"
+_LIST_PAGE = 500  # objects per page when Herald lists its own kinds
 _MERGE = {"Content-Type": "application/merge-patch+json"}
+# Metadata only (names, labels, annotations, uids): the server drops spec and status, and one that
+# cannot (or a proxy that strips the parameter) answers the plain JSON listed second.
+_AS_METADATA_LIST = {
+    "Accept": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+}
+_AS_METADATA = {"Accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"}
+_WATCH_EVENTS = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK"})
+_WATCH_SLACK = 30.0  # seconds a watch may stay silent past its timeoutSeconds before it is dead
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,24 +162,35 @@ _BY_STATUS: Mapping[int, type[ApiError]] = {
 
 def error_for(response: httpx.Response, *, now: datetime.datetime) -> ApiError:
     """The typed error for a non-2xx answer, with the server's reason and message (a Status)."""
-    code = response.status_code
-    cls = _BY_STATUS.get(code) or (
-        ApiClientError if 400 <= code < 500 else ApiServerError if 500 <= code < 600 else ApiError
-    )
     try:
         body = response.json()
     except ValueError:
         body = None
     status = body if isinstance(body, Mapping) and body.get("kind") == "Status" else {}
+    return _status_error(
+        response.status_code,
+        status,
+        phrase=response.reason_phrase,
+        text=response.text,
+        retry_after=parse_retry_after(response.headers.get("Retry-After"), now=now),
+    )
+
+
+def _status_error(
+    code: int, status: Mapping[str, Any], *, phrase: str, text: str, retry_after: float | None
+) -> ApiError:
+    """The typed error for a Status: an answer's body, or the object of a watch's ERROR event."""
+    cls = _BY_STATUS.get(code) or (
+        ApiClientError if 400 <= code < 500 else ApiServerError if 500 <= code < 600 else ApiError
+    )
     reason = str(status.get("reason") or "")
-    message = str(status.get("message") or "") or response.text[:200]
-    retry_after = parse_retry_after(response.headers.get("Retry-After"), now=now)
+    message = str(status.get("message") or "") or text[:200]
     details = status.get("details")
     if retry_after is None and isinstance(details, Mapping):
         seconds = details.get("retryAfterSeconds")
         retry_after = float(seconds) if isinstance(seconds, int | float) else None
     return cls(
-        f"Kubernetes API answered {code} {reason or response.reason_phrase}: {message[:200]}",
+        f"Kubernetes API answered {code} {reason or phrase}: {message[:200]}",
         status=code,
         reason=reason,
         retry_after=retry_after,
@@ -208,6 +232,16 @@ UNTIL_STORED = Backoff((0.5, 1.0, 2.0, 5.0, 10.0, 30.0), forever=True)
 # ---------------------------------------------------------------- the client
 
 
+class Page(list[dict[str, Any]]):
+    """One page of a list: its items, and the list's resourceVersion (the same on every page of
+    one list; a watch from it sees every change after the list). A list, so callers that only
+    want the items iterate it."""
+
+    def __init__(self, items: Iterable[dict[str, Any]], *, resource_version: str | None) -> None:
+        super().__init__(items)
+        self.resource_version = resource_version
+
+
 @dataclass(frozen=True)
 class Secret:
     data: Mapping[str, str]  # decoded; a key that is not UTF-8 text is left out
@@ -246,13 +280,22 @@ class KubeClient:
             transport=self._transport,
         )
 
-    async def _once(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One request (logging in again once on a 401), its failure typed."""
+    async def _once(self, method: str, path: str, *, stream: bool = False, **kwargs: Any) -> httpx.Response:
+        """One request (logging in again once on a 401), its failure typed.
+
+        With ``stream`` the body of a 2xx answer is left to the caller to read and close.
+        """
         for attempt in (1, 2):
             if self._client is None:
                 self._client = await self._connect()
             try:
-                response = await self._client.request(method, path, **kwargs)
+                request = self._client.build_request(method, path, **kwargs)
+                response = await self._client.send(request, stream=stream)
+                if stream and response.is_error:
+                    try:
+                        await response.aread()  # the Status, for the typed error
+                    finally:
+                        await response.aclose()
             except httpx.TransportError as exc:
                 raise ApiUnreachable(f"Kubernetes API unreachable: {type(exc).__name__}: {exc}") from exc
             except httpx.HTTPError as exc:
@@ -275,6 +318,7 @@ class KubeClient:
         name: str | None = None,
         backoff: Backoff = DEFAULT_BACKOFF,
         params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
         json: Any = None,
         body: Callable[[], Any] | None = None,
     ) -> Any:
@@ -284,7 +328,7 @@ class KubeClient:
         """
         method = _METHODS[call.verb]
         path = _path(call, namespace, name)
-        headers = _MERGE if call.verb == "patch" else None
+        headers = {**(headers or {}), **(_MERGE if call.verb == "patch" else {})}
         retry = 0
         while True:
             try:
@@ -300,6 +344,135 @@ class KubeClient:
                 continue
             return response.json() if response.content else None
 
+    # ------------------------------------------------------------ Herald's own kinds
+
+    async def create(
+        self,
+        plural: str,
+        namespace: str | None,
+        body: Mapping[str, Any],
+        *,
+        backoff: Backoff = DEFAULT_BACKOFF,
+    ) -> dict[str, Any]:
+        """Create an object; ApiConflict when the name is taken (AlreadyExists).
+
+        A retry after an answer that was lost may meet the object its first try created: callers
+        name objects deterministically, so a conflict means "stored", whoever stored it.
+        """
+        call = find(_HERALD, plural, "create")
+        created: dict[str, Any] = await self._call(call, namespace=namespace, json=body, backoff=backoff)
+        return created
+
+    async def get(
+        self, plural: str, namespace: str | None, name: str, *, backoff: Backoff = DEFAULT_BACKOFF
+    ) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        call = find(_HERALD, plural, "get")
+        try:
+            found: dict[str, Any] = await self._call(call, namespace=namespace, name=name, backoff=backoff)
+        except ApiNotFound:
+            return None
+        return found
+
+    async def patch(
+        self,
+        plural: str,
+        namespace: str | None,
+        name: str,
+        patch: Mapping[str, Any],
+        *,
+        backoff: Backoff = DEFAULT_BACKOFF,
+    ) -> dict[str, Any]:
+        """A JSON merge patch of the object itself (not its status); ApiNotFound when it is gone."""
+        call = find(_HERALD, plural, "patch")
+        patched: dict[str, Any] = await self._call(
+            call, namespace=namespace, name=name, json=patch, backoff=backoff
+        )
+        return patched
+
+    async def delete(
+        self, plural: str, namespace: str | None, name: str, *, backoff: Backoff = DEFAULT_BACKOFF
+    ) -> bool:
+        """Delete the object; False when it was already gone."""
+        call = find(_HERALD, plural, "delete")
+        try:
+            await self._call(call, namespace=namespace, name=name, backoff=backoff)
+        except ApiNotFound:
+            return False
+        return True
+
+    async def pages(
+        self,
+        plural: str,
+        namespace: str | None,
+        *,
+        label_selector: str | None = None,
+        metadata_only: bool = False,
+    ) -> AsyncIterator[Page]:
+        """Every object of a kind (in one namespace, or all), one ``Page`` per request of 500.
+
+        With ``metadata_only`` the server sends PartialObjectMetadata items (no spec or status); a
+        server that ignores the request sends whole objects, which carry the same metadata.
+        Each page is retried by the default policy; an expired continue token raises ApiGone
+        (the caller lists again from the start).
+        """
+        call = find(_HERALD, plural, "list")
+        params = {"limit": str(_LIST_PAGE)}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        headers = _AS_METADATA_LIST if metadata_only else None
+        while True:
+            body = await self._call(call, namespace=namespace, params=params, headers=headers) or {}
+            meta = body.get("metadata") or {}
+            version = meta.get("resourceVersion")
+            yield Page(body.get("items") or (), resource_version=str(version) if version else None)
+            token = meta.get("continue")
+            if not token:
+                return
+            params = {**params, "continue": str(token)}
+
+    async def watch(
+        self,
+        plural: str,
+        namespace: str | None,
+        *,
+        resource_version: str | None,
+        label_selector: str | None = None,
+        metadata_only: bool = False,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """The changes to a kind after ``resource_version``, as (type, object) pairs: ADDED,
+        MODIFIED, DELETED and BOOKMARK (an object carrying only the newest resourceVersion).
+
+        Ends when the server closes the stream (after ``timeout_seconds``); a stream silent for
+        longer than that is dead and raises ApiUnreachable. A resourceVersion too old for the
+        server raises ApiGone (list again). Opening is tried once: the caller's loop re-watches.
+        """
+        call = find(_HERALD, plural, "watch")
+        params = {
+            "watch": "true",  # what client-go sends; the server reads "1" the same way
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        if resource_version:
+            params["resourceVersion"] = resource_version
+        if label_selector:
+            params["labelSelector"] = label_selector
+        timeout = httpx.Timeout(30.0, connect=5.0, read=timeout_seconds + _WATCH_SLACK)
+        headers = _AS_METADATA if metadata_only else None
+        path = _path(call, namespace, None)
+        response = await self._once("GET", path, params=params, headers=headers, timeout=timeout, stream=True)
+        try:
+            async for line in response.aiter_lines():
+                if line.strip():
+                    yield _watch_event(line)
+        except httpx.TransportError as exc:
+            raise ApiUnreachable(f"Kubernetes API watch broke off: {type(exc).__name__}: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise ApiError(f"Kubernetes API watch failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            await response.aclose()
+
     # ------------------------------------------------------------ the calls
 
     async def patch_status(
@@ -307,7 +480,7 @@ class KubeClient:
     ) -> None:
         """Write a status, retrying transient failures until it is stored (``UNTIL_STORED``);
         ``status`` renders it for each try, so a retry writes the newest."""
-        call = find(f"{API_GROUP}/{API_VERSION}", f"{plural}/status", "patch")
+        call = find(_HERALD, f"{plural}/status", "patch")
         await self._call(
             call, namespace=namespace, name=name, body=lambda: {"status": status()}, backoff=UNTIL_STORED
         )
@@ -315,26 +488,14 @@ class KubeClient:
     async def patch_annotations(
         self, *, plural: str, namespace: str | None, name: str, annotations: Mapping[str, str]
     ) -> None:
-        call = find(f"{API_GROUP}/{API_VERSION}", plural, "patch")
-        await self._call(
-            call, namespace=namespace, name=name, json={"metadata": {"annotations": annotations}}
-        )
+        await self.patch(plural, namespace, name, {"metadata": {"annotations": annotations}})
 
     async def list_uids(self, plural: str, namespace: str | None) -> set[str]:
-        """The uids of every Herald object of a kind (in one namespace, or all), page by page."""
-        call = find(f"{API_GROUP}/{API_VERSION}", plural, "list")
+        """The uids of every Herald object of a kind (in one namespace, or all)."""
         uids: set[str] = set()
-        params: dict[str, str] = {"limit": str(_LIST_PAGE)}
-        while True:
-            page = await self._call(call, namespace=namespace, params=params) or {}
-            for item in page.get("items") or ():
-                uid = (item.get("metadata") or {}).get("uid")
-                if uid:
-                    uids.add(str(uid))
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return uids
-            params = {"limit": str(_LIST_PAGE), "continue": str(token)}
+        async for page in self.pages(plural, namespace, metadata_only=True):
+            uids.update(str(uid) for item in page if (uid := (item.get("metadata") or {}).get("uid")))
+        return uids
 
     async def probe(self, namespace: str | None) -> None:
         """A cheap list of one Webhook that proves the API server answers Herald (``/readyz``)."""
@@ -423,6 +584,25 @@ def _path(call: ApiCall, namespace: str | None, name: str | None) -> str:
     scope = f"/namespaces/{namespace}" if namespace else ""
     tail = f"/{name}" if name else ""
     return f"{base}{scope}/{plural}{tail}{'/' + subresource if subresource else ''}"
+
+
+def _watch_event(line: str) -> tuple[str, dict[str, Any]]:
+    """One line of a watch stream as (type, object); an ERROR event raises its typed error."""
+    try:
+        event = json.loads(line)
+    except ValueError as exc:
+        # A stream cut off mid-line ends with a fragment: the connection broke.
+        raise ApiUnreachable(f"Kubernetes API watch broke off mid-event: {line[:200]!r}") from exc
+    kind = event.get("type") if isinstance(event, dict) else None
+    obj = event.get("object") if isinstance(event, dict) else None
+    if not isinstance(obj, dict):
+        raise ApiError(f"Kubernetes API sent an unreadable watch event: {line[:200]!r}")
+    if kind == "ERROR":
+        code = obj.get("code")
+        raise _status_error(code if isinstance(code, int) else 500, obj, phrase="", text="", retry_after=None)
+    if kind not in _WATCH_EVENTS:
+        raise ApiError(f"Kubernetes API sent a watch event of unknown type {kind!r}")
+    return str(kind), obj
 
 
 def _labels(body: Any) -> dict[str, str]:

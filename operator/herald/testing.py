@@ -18,9 +18,10 @@ import datetime
 import itertools
 import json
 import pathlib
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import kmock
 import kopf
@@ -40,6 +41,7 @@ __all__ = [
     "Receiver",
     "SimulatedDeployment",
     "emulator",
+    "label_selector",
     "load_manifests",
     "project_root",
     "running_operator",
@@ -71,8 +73,9 @@ def load_manifests(folder: pathlib.Path) -> list[dict[str, Any]]:
 
 
 class _Server(kmock.KubernetesEmulator):
-    """kmock, plus the two things of a real API server Herald's tests rely on: ``generateName``
-    (kopf names its Events that way) and ``stringData`` on Secrets."""
+    """kmock, plus what of a real API server Herald's tests rely on: ``generateName`` (kopf names
+    its Events that way), ``stringData`` on Secrets, ``labelSelector`` on lists and watches, and
+    lists in pages (``limit`` and ``continue``, in the API server's namespace/name order)."""
 
     async def _handle(self, request: Any) -> Any:
         data = request.data if isinstance(request.data, dict) else None
@@ -86,6 +89,131 @@ class _Server(kmock.KubernetesEmulator):
                 }
                 data["data"] = {**(data.get("data") or {}), **encoded}
         return await super()._handle(request)
+
+    async def _serve_list(self, request: Any) -> Any:
+        selects = _selector(request.params)
+        listed: dict[str, Any] = cast(dict[str, Any], await super()._serve_list(request))
+        items = sorted((o for o in listed["items"] if selects is None or selects(_labels_of(o))), key=_key)
+        token = request.params.get("continue")
+        if token:
+            after = _after(token)
+            items = [o for o in items if _key(o) > after]
+        limit = _limit(request.params.get("limit"))
+        if 0 < limit < len(items):
+            items = items[:limit]
+            listed["metadata"]["continue"] = _token(_key(items[-1]))
+        listed["items"] = items
+        return listed
+
+    async def _serve_watch(self, request: Any) -> Any:
+        """With a selector, only the objects it picks; like kube-apiserver, a change that makes an
+        object match arrives as ADDED, one that makes it stop matching as DELETED."""
+        selects = _selector(request.params)
+        seen: set[tuple[str, str]] = set()
+        stream: Any = super()._serve_watch(request)  # an async generator
+        async with contextlib.aclosing(stream) as events:
+            async for event in events:
+                if selects is None or not isinstance(event, dict):
+                    yield event
+                    continue
+                key = _key(event["object"])
+                was = key in seen
+                now = event["type"] != "DELETED" and selects(_labels_of(event["object"]))
+                if now:
+                    seen.add(key)
+                else:
+                    seen.discard(key)
+                if was or now:
+                    yield {**event, "type": "MODIFIED" if was and now else "ADDED" if now else "DELETED"}
+
+
+def _bad_request(message: str) -> kmock.KubernetesError:
+    return kmock.KubernetesError(status=400, reason="BadRequest", message=message)
+
+
+def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+def _labels_of(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+def _token(key: tuple[str, str]) -> str:
+    """A continue token: the key of a page's last object (the emulator's tokens never expire)."""
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
+
+
+def _after(token: str) -> tuple[str, str]:
+    """The key a continue token resumes after."""
+    try:
+        namespace, name = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, TypeError) as exc:
+        raise _bad_request(f"continue key is not valid: {exc}") from exc
+    return str(namespace), str(name)
+
+
+def _limit(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError as exc:
+        raise _bad_request(f"limit is not an integer: {value!r}") from exc
+
+
+# One requirement of a label selector: "!key", "key", "key=v", "key==v", "key!=v",
+# "key in (a,b)", "key notin (a,b)"; followed by a comma or the end.
+_REQUIREMENT = re.compile(
+    r"\s*(?:!\s*(?P<absent>[\w./-]+)"
+    r"|(?P<key>[\w./-]+)(?:\s*(?P<op>==|=|!=)\s*(?P<value>[\w.-]*)"
+    r"|\s+(?P<set>in|notin)\s*\((?P<values>[^()]*)\))?)\s*(?:,|$)"
+)
+_VALUE = re.compile(r"[\w.-]*")
+Labels = Mapping[str, str]
+
+
+def label_selector(text: str) -> Callable[[Labels], bool]:
+    """What a ``labelSelector`` picks, as kube-apiserver reads it: every requirement must hold, and
+    ``!=`` and ``notin`` also hold where the label is absent. ValueError when it does not parse."""
+    tests: list[Callable[[Labels], bool]] = []
+    pos, text = 0, text.strip()
+    if text.endswith(","):
+        raise ValueError(f"a requirement is missing after the last comma: {text!r}")
+    while pos < len(text):
+        m = _REQUIREMENT.match(text, pos)
+        if m is None:
+            raise ValueError(f"unable to parse requirement: {text[pos:]!r}")
+        tests.append(_requirement(m))
+        pos = m.end()
+    return lambda labels: all(test(labels) for test in tests)
+
+
+def _requirement(m: re.Match[str]) -> Callable[[Labels], bool]:
+    key = m["absent"] or m["key"]
+    if m["absent"]:
+        return lambda labels: key not in labels
+    if m["set"]:
+        values = {v.strip() for v in m["values"].split(",")}
+        if not all(_VALUE.fullmatch(v) for v in values):
+            raise ValueError(f"invalid value in {m[0].strip()!r}")
+    elif m["op"]:
+        values = {m["value"]}
+    else:
+        return lambda labels: key in labels
+    if m["set"] == "notin" or m["op"] == "!=":
+        return lambda labels: labels.get(key) not in values
+    return lambda labels: key in labels and labels[key] in values
+
+
+def _selector(params: Mapping[str, str]) -> Callable[[Labels], bool] | None:
+    """The request's label selector; None without one (every object)."""
+    text = params.get("labelSelector")
+    if not text:
+        return None
+    try:
+        return label_selector(text)
+    except ValueError as exc:
+        raise _bad_request(f"unable to parse labelSelector {text!r}: {exc}") from exc
 
 
 _names = itertools.count(1)
@@ -110,19 +238,25 @@ class Emulator:
                 namespaced=namespaced, verbs=VERBS, kind=resource.rsplit("/", 1)[-1].capitalize()[:-1]
             )
         for crd in crds:
+            if crd.get("kind") != "CustomResourceDefinition":
+                continue
             spec = crd["spec"]
             names = spec["names"]
             namespaced = spec["scope"] == "Namespaced"
             self.plurals[names["kind"]] = (names["plural"], namespaced)
-            self.kmock.resources[f"{spec['group']}/{API_VERSION}/{names['plural']}"] = kmock.ResourceInfo(
-                namespaced=namespaced,
-                kind=names["kind"],
-                singular=names.get("singular"),
-                shortnames=set(names.get("shortNames", ())),
-                categories=set(names.get("categories", ())),
-                subresources={"status"},
-                verbs=VERBS,
-            )
+            for version in spec["versions"]:
+                if not version.get("served", True):
+                    continue
+                resource = f"{spec['group']}/{version['name']}/{names['plural']}"
+                self.kmock.resources[resource] = kmock.ResourceInfo(
+                    namespaced=namespaced,
+                    kind=names["kind"],
+                    singular=names.get("singular"),
+                    shortnames=set(names.get("shortNames", ())),
+                    categories=set(names.get("categories", ())),
+                    subresources=set(version.get("subresources") or ()),  # Delivery has none
+                    verbs=VERBS,
+                )
         # The kinds deployment sources watch: kmock serves them as it serves any other.
         for source in SOURCES.values():
             self.kmock.resources[f"{source.group}/{source.version}/{source.plural}"] = kmock.ResourceInfo(

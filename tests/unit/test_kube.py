@@ -1,4 +1,5 @@
-"""kube.py: the error tree, the one retry policy, re-login, Secrets, and TLS from kopf's login."""
+"""kube.py: the error tree, the one retry policy, re-login, Secrets, the calls on Herald's own kinds
+(pages, watch streams), and TLS from kopf's login."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import base64
 import datetime
 import json
 import ssl
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from herald.kube import (
     ApiUnreachable,
     Backoff,
     KubeClient,
+    Page,
     error_for,
 )
 
@@ -188,6 +190,28 @@ async def create_lease(kube: KubeClient) -> Any:
     return await kube.write_lease("herald-system", "herald", {"spec": {}}, create=True)
 
 
+async def create_delivery(kube: KubeClient) -> Any:
+    return await kube.create("deliveries", "ns", {"metadata": {"name": "d"}})
+
+
+async def get_delivery(kube: KubeClient) -> Any:
+    return await kube.get("deliveries", "ns", "d")
+
+
+async def patch_delivery(kube: KubeClient) -> Any:
+    return await kube.patch("deliveries", "ns", "d", {"status": {"outcome": "Failed"}})
+
+
+async def delete_delivery(kube: KubeClient) -> Any:
+    return await kube.delete("deliveries", "ns", "d")
+
+
+async def first_page(kube: KubeClient) -> Any:
+    async for page in kube.pages("deliveries", "ns"):
+        return list(page)
+    return None
+
+
 OK = answer(200, {"metadata": {"labels": {"team": "a"}}})
 Call = Callable[[KubeClient], Any]
 
@@ -232,6 +256,26 @@ Call = Callable[[KubeClient], Any]
         pytest.param(read_lease, [answer(404)], None, None, [], id="lease-absent"),
         pytest.param(create_lease, [answer(409)], False, None, [], id="lease-lost-race"),
         pytest.param(create_lease, [answer(201, {})], True, None, [], id="lease-created"),
+        pytest.param(create_delivery, [answer(201, {"a": 1})], {"a": 1}, None, [], id="create"),
+        pytest.param(
+            create_delivery,
+            [answer(409, status_body(409, "AlreadyExists"))],
+            None,
+            ApiConflict,
+            [],
+            id="exists",
+        ),
+        pytest.param(create_delivery, [answer(503), answer(201, {})], {}, None, [0.5], id="create-retried"),
+        pytest.param(get_delivery, [answer(200, {"a": 1})], {"a": 1}, None, [], id="get"),
+        pytest.param(get_delivery, [answer(404)], None, None, [], id="get-absent"),
+        pytest.param(patch_delivery, [answer(200, {"a": 1})], {"a": 1}, None, [], id="patch"),
+        pytest.param(patch_delivery, [answer(404)], None, ApiNotFound, [], id="patch-gone"),
+        pytest.param(delete_delivery, [answer(200, {})], True, None, [], id="delete"),
+        pytest.param(delete_delivery, [answer(404)], False, None, [], id="delete-gone"),
+        pytest.param(first_page, [answer(503), answer(200, {"items": [{}]})], [{}], None, [0.5], id="page"),
+        pytest.param(
+            first_page, [answer(410, status_body(410, "Expired"))], None, ApiGone, [], id="page-410"
+        ),
     ],
 )
 async def test_retry_decisions(
@@ -336,7 +380,173 @@ async def test_list_uids_follows_continue_tokens() -> None:
     kube = api.client()
     assert await kube.list_uids("clusterwebhooks", None) == {"a", "b"}
     assert api.requests[1].url.params["continue"] == "c1"
+    assert "as=PartialObjectMetadataList" in api.requests[0].headers["Accept"]  # uids need no spec
     await kube.aclose()
+
+
+async def test_calls_on_herald_kinds_carry_the_right_path_method_and_body() -> None:
+    api = Api()
+    kube = api.client()
+    await kube.create("deliveries", "ns", {"metadata": {"name": "d"}})
+    await kube.get("deliveries", "ns", "d")
+    await kube.patch("deliveries", "ns", "d", {"metadata": {"annotations": {"k": "v"}}})
+    await kube.delete("deliveries", "ns", "d")
+    await kube.aclose()
+    create, get, patch, delete = api.requests
+    one = "/apis/herald.dev/v1alpha1/namespaces/ns/deliveries/d"
+    assert (create.method, create.url.path) == ("POST", "/apis/herald.dev/v1alpha1/namespaces/ns/deliveries")
+    assert json.loads(create.content) == {"metadata": {"name": "d"}}
+    assert [(r.method, r.url.path) for r in (get, patch, delete)] == [
+        ("GET", one),
+        ("PATCH", one),  # the object itself, not /status
+        ("DELETE", one),
+    ]
+    assert patch.headers["Content-Type"] == "application/merge-patch+json"
+    assert json.loads(patch.content) == {"metadata": {"annotations": {"k": "v"}}}
+
+
+def listing(*names: str, token: str = "", version: str = "7") -> httpx.Response:
+    meta = {"resourceVersion": version, **({"continue": token} if token else {})}
+    return answer(200, {"metadata": meta, "items": [{"metadata": {"name": n}} for n in names]})
+
+
+async def test_pages_follow_continue_tokens_with_the_selector_and_the_metadata_accept_header() -> None:
+    api = Api(listing("a", "b", token="t1"), listing("c", token="t2"), listing())
+    kube = api.client()
+    pages = [page async for page in kube.pages("deliveries", "ns", label_selector="x=1", metadata_only=True)]
+    await kube.aclose()
+    assert [[item["metadata"]["name"] for item in page] for page in pages] == [["a", "b"], ["c"], []]
+    assert all(isinstance(page, Page) and page.resource_version == "7" for page in pages)
+    assert [dict(r.url.params) for r in api.requests] == [
+        {"limit": "500", "labelSelector": "x=1"},
+        {"limit": "500", "labelSelector": "x=1", "continue": "t1"},
+        {"limit": "500", "labelSelector": "x=1", "continue": "t2"},
+    ]
+    assert {r.headers["Accept"] for r in api.requests} == {
+        "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+    }
+
+
+async def test_pages_without_options_ask_for_whole_objects_cluster_wide() -> None:
+    api = Api(listing("a", version=""))
+    kube = api.client()
+    pages = [page async for page in kube.pages("deliveries", None)]
+    await kube.aclose()
+    assert [page.resource_version for page in pages] == [None]
+    (request,) = api.requests
+    assert (request.url.path, dict(request.url.params)) == (
+        "/apis/herald.dev/v1alpha1/deliveries",
+        {"limit": "500"},
+    )
+    assert "PartialObjectMetadata" not in request.headers.get("Accept", "")
+
+
+def event(type_: str, name: str = "", **obj: Any) -> bytes:
+    body = {"metadata": {"name": name, "resourceVersion": "9"}, **obj} if name else obj
+    return json.dumps({"type": type_, "object": body}).encode() + b"\n"
+
+
+def stream(*chunks: bytes | Exception) -> httpx.Response:
+    """A 200 whose body arrives chunk by chunk; an exception breaks the connection there."""
+
+    class Body(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            for chunk in chunks:
+                if isinstance(chunk, Exception):
+                    raise chunk
+                yield chunk
+
+    return httpx.Response(200, stream=Body())
+
+
+async def watched(kube: KubeClient, **options: Any) -> list[tuple[str, str]]:
+    """(type, name) of each event a watch of deliveries in "ns" yields until its stream ends."""
+    options.setdefault("resource_version", "5")
+    return [(t, o["metadata"].get("name", "")) async for t, o in kube.watch("deliveries", "ns", **options)]
+
+
+async def test_a_watch_yields_each_event_until_the_server_ends_the_stream() -> None:
+    bookmark = event("BOOKMARK", metadata={"resourceVersion": "12"})
+    api = Api(
+        stream(
+            event("ADDED", "a") + event("MODIFIED", "a")[:20], event("MODIFIED", "a")[20:] + b"\n", bookmark
+        ),
+        stream(event("DELETED", "a")),
+    )
+    kube = api.client()
+    assert await watched(kube, label_selector="x!=1", timeout_seconds=60) == [
+        ("ADDED", "a"),
+        ("MODIFIED", "a"),  # split across two chunks, and followed by a blank line
+        ("BOOKMARK", ""),
+    ]
+    assert await watched(kube, resource_version=None, metadata_only=True) == [("DELETED", "a")]
+    await kube.aclose()
+    first, second = api.requests
+    assert (first.method, first.url.path) == ("GET", "/apis/herald.dev/v1alpha1/namespaces/ns/deliveries")
+    assert dict(first.url.params) == {
+        "watch": "true",
+        "allowWatchBookmarks": "true",
+        "timeoutSeconds": "60",
+        "resourceVersion": "5",
+        "labelSelector": "x!=1",
+    }
+    assert first.extensions["timeout"]["read"] > 60  # the server ends it first
+    assert "PartialObjectMetadata" not in first.headers.get("Accept", "")
+    assert "resourceVersion" not in second.url.params
+    assert (
+        second.headers["Accept"]
+        == "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+    )
+
+
+@pytest.mark.parametrize(
+    ("reply", "before", "error"),
+    [
+        pytest.param(
+            stream(event("ADDED", "a"), event("ERROR", **status_body(410, "Expired"))),
+            ["ADDED"],
+            ApiGone,
+            id="error-410",
+        ),
+        pytest.param(
+            stream(event("ERROR", **status_body(500, "InternalError"))), [], ApiServerError, id="error-500"
+        ),
+        pytest.param(answer(410, status_body(410, "Gone")), [], ApiGone, id="answer-410"),
+        pytest.param(answer(403, status_body(403, "Forbidden")), [], ApiForbidden, id="answer-403"),
+        pytest.param(answer(503), [], ApiServerError, id="answer-503"),
+        pytest.param(
+            stream(event("ADDED", "a"), httpx.ReadError("reset")), ["ADDED"], ApiUnreachable, id="reset"
+        ),
+        pytest.param(stream(event("ADDED", "a")[:15]), [], ApiUnreachable, id="cut-off-mid-event"),
+        pytest.param(stream(event("SURPRISE", "a")), [], ApiError, id="unknown-type"),
+        pytest.param(stream(b'{"type": "ADDED", "object": null}\n'), [], ApiError, id="no-object"),
+    ],
+)
+async def test_a_watch_raises_typed_errors(
+    reply: httpx.Response, before: list[str], error: type[ApiError]
+) -> None:
+    api = Api(reply)
+    kube = api.client()
+    seen: list[str] = []
+
+    async def watch() -> None:
+        async for type_, _ in kube.watch("deliveries", "ns", resource_version="5"):
+            seen.append(type_)
+
+    with pytest.raises(error) as raised:
+        await watch()
+    await kube.aclose()
+    assert type(raised.value) is error
+    assert seen == before
+    assert api.sleeps == []  # opening is tried once: the caller's loop watches again
+
+
+async def test_a_watch_logs_in_again_once_on_401() -> None:
+    api = Api(answer(401), stream(event("ADDED", "a")))
+    kube = api.client()
+    assert await watched(kube) == [("ADDED", "a")]
+    await kube.aclose()
+    assert api.logins == 2
 
 
 # ---------------------------------------------------------------- TLS from kopf's login

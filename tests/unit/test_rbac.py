@@ -5,7 +5,7 @@ deploy/rbac.yaml to the table)."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -19,7 +19,8 @@ VERBS |= {("PUT", True): "update", ("DELETE", True): "delete"}
 
 
 def call_of(request: httpx.Request) -> tuple[str, str, str]:
-    """(apiVersion, resource[/subresource], RBAC verb) of a request, read from its path."""
+    """(apiVersion, resource[/subresource], RBAC verb) of a request, read from its path (and
+    ``?watch``)."""
     parts = request.url.path.strip("/").split("/")
     if parts[0] == "api":
         api_version, rest = parts[1], parts[2:]
@@ -29,6 +30,8 @@ def call_of(request: httpx.Request) -> tuple[str, str, str]:
         rest = rest[2:]
     plural, name, subresource = rest[0], rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else ""
     resource = f"{plural}/{subresource}" if subresource else plural
+    if request.url.params.get("watch") in ("true", "1"):
+        return api_version, resource, "watch"
     return api_version, resource, VERBS[(request.method, name is not None)]
 
 
@@ -45,7 +48,16 @@ EVERY_METHOD: dict[str, Callable[[KubeClient], Awaitable[Any]]] = {
     "write_lease": lambda k: k.write_lease("herald-system", "herald", {}, create=False),
     "create_event": lambda k: k.create_event("default", {}),
     "can_list": lambda k: k.can_list("apps/v1", "deployments", "ns"),
+    "create": lambda k: k.create("deliveries", "ns", {}),
+    "get": lambda k: k.get("deliveries", "ns", "d"),
+    "patch": lambda k: k.patch("deliveries", "ns", "d", {}),
+    "delete": lambda k: k.delete("deliveries", "ns", "d"),
 }
+# The streams (async generators) each method above may not cover.
+STREAMS: list[Callable[[KubeClient], AsyncIterator[Any]]] = [
+    lambda k: k.pages("deliveries", "ns"),
+    lambda k: k.watch("deliveries", "ns", resource_version=None),
+]
 # The same methods with the other values they are called with.
 OTHER_USES: list[Callable[[KubeClient], Awaitable[Any]]] = [
     lambda k: k.patch_status(plural="clusterwebhooks", namespace=None, name="h", status=dict),
@@ -64,6 +76,8 @@ def test_every_public_method_is_exercised_here() -> None:
         if not name.startswith("_") and name != "aclose"
     }
     assert public == set(EVERY_METHOD), "a new KubeClient method needs its line in EVERY_METHOD"
+    streams = {name for name, _ in inspect.getmembers(KubeClient, inspect.isasyncgenfunction)}
+    assert streams == {"pages", "watch"}, "a new KubeClient stream needs its line in STREAMS"
 
 
 async def test_every_request_is_a_call_of_the_table_and_every_call_is_made() -> None:
@@ -71,7 +85,7 @@ async def test_every_request_is_a_call_of_the_table_and_every_call_is_made() -> 
 
     def handle(request: httpx.Request) -> httpx.Response:
         requests.append(request)
-        return httpx.Response(200, json={})
+        return httpx.Response(200, content=b"" if "watch" in request.url.params else b"{}")
 
     async def login() -> ApiConnection:
         return ApiConnection(server="https://api.example")
@@ -79,6 +93,9 @@ async def test_every_request_is_a_call_of_the_table_and_every_call_is_made() -> 
     kube = KubeClient(login, transport=httpx.MockTransport(handle))
     for use in [*EVERY_METHOD.values(), *OTHER_USES]:
         await use(kube)
+    for stream in STREAMS:
+        async for _ in stream(kube):
+            pass
     await kube.aclose()
     made = {call_of(r) for r in requests}
     table = {(c.api_version, c.resource, c.verb) for c in HERALD_CALLS}
