@@ -12,9 +12,9 @@ imports only from layers below its own; modules of one layer do not import each 
 7. ``delivery`` (receivers' HTTP) | ``kube`` (the API client) | ``leader`` | ``metrics`` |
    ``index`` | ``heap`` | ``cluster_events``
 8. the pure core: ``decision`` (what an attempt means) | ``delivery_object`` (a delivery as its
-   object) | ``due`` (a webhook's queue in due order), then ``signing`` | ``egress`` | ``retry`` | ``status`` | ``sources`` | ``rbac`` |
-   ``health`` | ``ratelimit``, then ``payloads``, ``matching``, ``events``, and at the bottom
-   ``models`` | ``settings`` | ``redact``.
+   object) | ``due`` (a webhook's queue in due order), then ``signing`` | ``egress`` | ``retry`` |
+   ``status`` | ``sources`` | ``rbac`` | ``health`` | ``ratelimit``, then ``payloads``,
+   ``matching``, ``events``, and at the bottom ``models`` | ``settings`` | ``redact``.
 
 Only ``cli``, ``testing``, ``handlers`` and ``source_handlers`` import kopf; the pure
 core does no I/O and is tested without a network, an event loop or kopf.

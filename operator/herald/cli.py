@@ -113,7 +113,16 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
         "--max-pending",
         "HERALD_MAX_PENDING",
         "max_pending",
-        f"unfinished deliveries kept per webhook (at most {MAX_PENDING_LIMIT}, what a status holds)",
+        f"unfinished deliveries per webhook (at most {MAX_PENDING_LIMIT}); at the bound new events "
+        "wait (back-pressure)",
+    ),
+    ("--retain", "HERALD_RETAIN", "retain", "finished Delivery objects kept per webhook"),
+    ("--retain-for", "HERALD_RETAIN_FOR", "retain_for", "seconds a finished Delivery object is kept"),
+    (
+        "--delivery-namespace",
+        "HERALD_DELIVERY_NAMESPACE",
+        "delivery_namespace",
+        "namespace of ClusterWebhooks' Delivery objects (Herald's own)",
     ),
     ("--max-concurrency", "HERALD_MAX_CONCURRENCY", "max_concurrency", "attempts in flight"),
     (

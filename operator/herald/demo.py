@@ -106,7 +106,7 @@ def _status_table(emu: Emulator, webhooks: list[tuple[str, str | None, str]]) ->
                 (status.get("lastDelivery") or {}).get("outcome", "-"),
                 str(counters.get("delivered", 0)),
                 str(counters.get("failed", 0)),
-                str(len(status.get("pending") or [])),
+                str(status.get("pendingDeliveries", 0)),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -215,7 +215,7 @@ async def _drive(emu: Emulator, receiver: Receiver, docs: list[dict[str, Any]]) 
         finished = 0
         for kind, ns, name in webhooks:
             status = (emu.get(kind, ns, name) or {}).get("status") or {}
-            if status.get("pending"):
+            if status.get("pendingDeliveries"):
                 return False
             counters = status.get("counters") or {}
             finished += counters.get("delivered", 0) + counters.get("failed", 0)

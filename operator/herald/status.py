@@ -180,9 +180,9 @@ def legacy_deliveries(raw: Any) -> tuple[PendingDelivery, ...]:
             event = DeploymentEvent.model_validate(item)
         except ValidationError:
             continue
-        record = records.get(event.payload_id)
-        if record is not None and record.outcome not in (DeliveryOutcome.PENDING, DeliveryOutcome.RETRYING):
-            found[event.payload_id] = PendingDelivery(record=record, notification=event)
+        kept = records.get(event.payload_id)
+        if kept is not None and kept.outcome not in (DeliveryOutcome.PENDING, DeliveryOutcome.RETRYING):
+            found[event.payload_id] = PendingDelivery(record=kept, notification=event)
     for item in raw.get("pending") or ():
         try:
             pending = PendingDelivery.model_validate(item)
