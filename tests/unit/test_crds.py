@@ -6,6 +6,10 @@ same fields, enums, limits, defaults and messages; check that the schemas are st
 described and bounded; and validate ``deploy/examples`` the way an API server would: OpenAPI
 with ``jsonschema``, unknown fields refused (kubectl's strict field validation), list sets
 unique, defaults applied, and the CEL rules run by a real CEL evaluator (cel-python).
+
+Delivery objects and the webhooks' summary status are held to the Delivery contract (issue 12):
+a full Delivery written here from that contract validates, and Herald 0.1's status arrays stay
+in the schema, so the API server keeps them until Herald migrates them.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import base64
 import copy
 import datetime
 import functools
+import hashlib
 import re
 import typing
 from collections.abc import Iterator, Mapping
@@ -69,12 +74,9 @@ from herald.models import (
     CloudEventsOptions,
     Condition,
     DeliveryOutcome,
-    DeliveryRecord,
-    DeploymentEvent,
     DeploymentsSource,
     DeploymentState,
     DeploymentStatus,
-    EnvironmentRef,
     EnvironmentSource,
     EnvironmentSpec,
     EnvironmentType,
@@ -82,7 +84,6 @@ from herald.models import (
     LabelSelector,
     LabelSelectorRequirement,
     Named,
-    PendingDelivery,
     RateLimit,
     SecretRef,
     Service,
@@ -91,25 +92,15 @@ from herald.models import (
     WebhookKind,
     WebhookSpec,
 )
-from herald.settings import MAX_PENDING_LIMIT, Settings
 from herald.sources import decide, status_patch
-from herald.status import (
-    ATTEMPT_LOG_LIMIT,
-    NOTIFICATION_LOG_CAP,
-    Counters,
-    Pause,
-    PauseReason,
-    WebhookStatus,
-    parse_webhook,
-    to_patch,
-)
+from herald.status import ATTEMPT_LOG_LIMIT, Pause, PauseReason, parse_webhook
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = ROOT / "crds"
 EXAMPLES_DIR = ROOT / "deploy" / "examples"
 GROUP = "herald.dev"
 VERSION = "v1alpha1"
-HERALD_KINDS = ("Webhook", "ClusterWebhook", "Environment")
+HERALD_KINDS = ("Webhook", "ClusterWebhook", "Environment", "Delivery")
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:
@@ -347,21 +338,24 @@ BUILTIN_RESOURCES = {
     "storageclasses", "volumeattachments",
 }  # fmt: skip
 
+# (kind, plural, singular, short name, scope, status subresource)
 IDENTITY = [
-    ("Webhook", "webhooks", "webhook", "hwh", "Namespaced"),
-    ("ClusterWebhook", "clusterwebhooks", "clusterwebhook", "hcwh", "Cluster"),
-    ("Environment", "environments", "environment", "henv", "Namespaced"),
+    ("Webhook", "webhooks", "webhook", "hwh", "Namespaced", True),
+    ("ClusterWebhook", "clusterwebhooks", "clusterwebhook", "hcwh", "Cluster", True),
+    ("Environment", "environments", "environment", "henv", "Namespaced", True),
+    # Herald creates a Delivery with its outcome in one write: no status subresource.
+    ("Delivery", "deliveries", "delivery", "hdl", "Namespaced", False),
 ]
 
 
-def test_crds_folder_holds_exactly_the_three_kinds() -> None:
+def test_crds_folder_holds_exactly_the_four_kinds() -> None:
     assert sorted(CRDS) == sorted(HERALD_KINDS)
     listed = yaml.safe_load((CRD_DIR / "kustomization.yaml").read_text())["resources"]
     assert sorted(listed) == sorted(p.name for p in CRD_DIR.glob("*.yaml") if p.name != "kustomization.yaml")
 
 
-@pytest.mark.parametrize(("kind", "plural", "singular", "short", "scope"), IDENTITY)
-def test_crd_identity(kind: str, plural: str, singular: str, short: str, scope: str) -> None:
+@pytest.mark.parametrize(("kind", "plural", "singular", "short", "scope", "status"), IDENTITY)
+def test_crd_identity(kind: str, plural: str, singular: str, short: str, scope: str, status: bool) -> None:
     crd = CRDS[kind]
     spec = crd["spec"]
     assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
@@ -378,7 +372,7 @@ def test_crd_identity(kind: str, plural: str, singular: str, short: str, scope: 
     }
     [version] = spec["versions"]
     assert (version["name"], version["served"], version["storage"]) == (VERSION, True, True)
-    assert version["subresources"] == {"status": {}}
+    assert version.get("subresources") == ({"status": {}} if status else None)
 
 
 def test_names_collide_with_nothing_built_in() -> None:
@@ -395,7 +389,20 @@ WEBHOOK_COLUMNS = [
     ("Ready", "string", '.status.conditions[?(@.type=="Ready")].status'),
     ("Last Outcome", "string", ".status.lastDelivery.outcome"),
     ("Last Delivery", "date", ".status.lastDelivery.time"),
+    ("Pending", "integer", ".status.pendingDeliveries"),
     ("Age", "date", ".metadata.creationTimestamp"),
+]
+# (name, type, jsonPath, priority): every column of `kubectl get deliveries [-o wide]`.
+DELIVERY_COLUMNS = [
+    ("Webhook", "string", ".spec.webhook.name", 0),
+    ("Event", "string", ".spec.event", 0),
+    ("Environment", "string", ".spec.environment.name", 0),
+    ("Outcome", "string", ".status.outcome", 0),
+    ("Attempts", "integer", ".status.attempts", 0),
+    ("HTTP", "integer", ".status.httpStatus", 0),
+    ("Next", "date", ".status.nextAttemptAt", 1),
+    ("Payload", "string", ".spec.payloadId", 1),
+    ("Age", "date", ".metadata.creationTimestamp", 0),
 ]
 COLUMNS = {
     "Webhook": WEBHOOK_COLUMNS,
@@ -407,6 +414,7 @@ COLUMNS = {
         ("Status", "string", ".status.deployment.currentStatus"),
         ("Age", "date", ".metadata.creationTimestamp"),
     ],
+    "Delivery": [column[:3] for column in DELIVERY_COLUMNS if not column[3]],
 }
 COLUMN_TYPES = {"string": {"string"}, "boolean": {"boolean"}, "integer": {"integer"}, "date": {"string"}}
 
@@ -424,6 +432,12 @@ def test_printer_columns(kind: str) -> None:
         assert target["type"] in COLUMN_TYPES[column["type"]], column
         if column["type"] == "date":
             assert target.get("format") == "date-time", column
+        assert column.get("description") or column["name"] == "Age", f"{kind} column {column['name']}"
+
+
+def test_delivery_columns_wide_included() -> None:
+    columns = CRDS["Delivery"]["spec"]["versions"][0]["additionalPrinterColumns"]
+    assert [(c["name"], c["type"], c["jsonPath"], c.get("priority", 0)) for c in columns] == DELIVERY_COLUMNS
 
 
 # ---------------------------------------------------------------- structural, described, bounded
@@ -490,6 +504,29 @@ def test_every_string_and_list_is_bounded(kind: str) -> None:
             assert "maxProperties" in sub, f"{kind} {path}: unbounded map"
 
 
+# Herald 0.1 kept its queue and history on the status; 0.2 migrates them into Delivery objects.
+LEGACY_ARRAYS = ("pending", "sent", "deliveries")
+LEGACY_MAX_ITEMS = 1000  # Herald 0.1's CRDs allowed 1000 pending, 20 deliveries and 20 sent
+
+
+@pytest.mark.parametrize("kind", ["Webhook", "ClusterWebhook"])
+def test_summary_status_is_bounded_but_for_the_legacy_arrays(kind: str) -> None:
+    """The status is a summary: no string, list or object under it grows without a bound, except
+    Herald 0.1's arrays, kept as written until migrated."""
+    status = node(SCHEMAS[kind], "status")
+    for path, _, sub in walk(status, "status"):
+        if path.split(".")[1].removesuffix("[]") in LEGACY_ARRAYS:
+            continue
+        where = f"{kind} {path}"
+        if sub["type"] == "string":
+            assert "maxLength" in sub or "enum" in sub or sub.get("format") == "date-time", where
+        if sub["type"] == "array":
+            assert "maxItems" in sub, where
+        if sub["type"] == "object":
+            assert not sub.get("x-kubernetes-preserve-unknown-fields"), where
+            assert "properties" in sub or "maxProperties" in sub, where
+
+
 # ---------------------------------------------------------------- two sources, one truth
 
 
@@ -508,7 +545,6 @@ ENUMS = [
             ("spec.environmentTypesFilter[]", _values(EnvironmentType)),
             ("status.lastDelivery.event", _values(EventType)),
             ("status.lastDelivery.outcome", _values(DeliveryOutcome)),
-            ("status.deliveries[].outcome", _values(DeliveryOutcome)),
             (
                 "status.conditions[].status",
                 list(typing.get_args(Condition.model_fields["status"].annotation)),
@@ -522,6 +558,9 @@ ENUMS = [
         list(typing.get_args(LabelSelectorRequirement.model_fields["operator"].annotation)),
     ),
     ("Environment", "spec.type", _values(EnvironmentType)),
+    ("Delivery", "spec.webhook.kind", ["Webhook", "ClusterWebhook"]),
+    ("Delivery", "spec.event", _values(EventType)),
+    ("Delivery", "status.outcome", _values(DeliveryOutcome)),
     ("Environment", "status.deployment.currentStatus", _values(DeploymentState)),
     ("Environment", "status.deployment.desiredStatus", _values(DeploymentState)),
 ]
@@ -546,6 +585,7 @@ REF_FIELDS = [
 ]
 # What kube-apiserver answers a Webhook whose Secret ref names a namespace ("supported values: ...").
 (REF_NAMESPACE_REASON,) = node(SCHEMAS["Webhook"], "spec.secretRef.namespace")["enum"]
+DELIVERY_TIMES = ("lastAttemptAt", "nextAttemptAt", "finishedAt")
 LIMITS = (
     [
         (kind, path, facet, expected)
@@ -575,9 +615,8 @@ LIMITS = (
             ("spec.rateLimit.burst", "default", RateLimit.model_fields["burst"].default),
             ("spec.disableAfter", "pattern", DURATION_PATTERN),
             ("spec.disableAfter", "default", DEFAULT_DISABLE_AFTER),
-            ("status.deliveries", "maxItems", Settings().history_limit),
-            ("status.sent", "maxItems", Settings().history_limit),
-            ("status.deliveries[].attemptLog", "maxItems", ATTEMPT_LOG_LIMIT),
+            *((f"status.{legacy}", "maxItems", LEGACY_MAX_ITEMS) for legacy in LEGACY_ARRAYS),
+            ("status.pendingDeliveries", "minimum", 0),
             *(
                 item
                 for field, default in REF_FIELDS
@@ -604,6 +643,19 @@ LIMITS = (
         ("Environment", "spec.source", "maxProperties", 1),  # at most one source, on every Kubernetes
     ]
     + [
+        ("Delivery", path, facet, expected)
+        for path, facet, expected in [
+            ("spec.payloadId", "maxLength", 64),
+            ("spec.deploymentId", "maxLength", MAX_NAME_LENGTH),
+            ("spec.createdAt", "format", "date-time"),
+            ("status.attempts", "minimum", 0),
+            ("status.error", "maxLength", 1024),
+            ("status.attemptLog", "maxItems", ATTEMPT_LOG_LIMIT),
+            ("status.attemptLog[].error", "maxLength", 1024),
+            *((f"status.{field}", "format", "date-time") for field in DELIVERY_TIMES),
+        ]
+    ]
+    + [
         ("Environment", f"spec.source.{field}.{path}", facet, expected)
         for field in ("argoCDApplication", "fluxKustomization", "fluxHelmRelease")
         for path, facet, expected in [
@@ -625,8 +677,16 @@ def test_limits_patterns_and_defaults_equal_the_models(
 
 
 @pytest.mark.parametrize("kind", ["Webhook", "ClusterWebhook"])
-def test_pending_bound_is_the_one_the_max_pending_flag_is_held_to(kind: str) -> None:
-    assert node(SCHEMAS[kind], "status.pending")["maxItems"] == MAX_PENDING_LIMIT >= Settings().max_pending
+@pytest.mark.parametrize("legacy", LEGACY_ARRAYS)
+def test_legacy_arrays_are_declared_so_the_api_server_keeps_them(kind: str, legacy: str) -> None:
+    """An undeclared field is pruned on every read and write: Herald 0.2 could not migrate it."""
+    sub = node(SCHEMAS[kind], f"status.{legacy}")
+    assert sub["description"].startswith(
+        f"{legacy} is Herald 0.1 only: migrated into Delivery objects at startup, then cleared."
+    )
+    assert sub["items"]["type"] == "object"
+    assert sub["items"]["x-kubernetes-preserve-unknown-fields"] is True
+    assert not {"properties", "required"} & set(sub["items"])
 
 
 @pytest.mark.parametrize("kind", ["Webhook", "ClusterWebhook"])
@@ -700,17 +760,11 @@ FIELDS = [
         (kind, path, model, set(), True)
         for kind in ("Webhook", "ClusterWebhook")
         for path, model in [
-            ("status", WebhookStatus),
             ("status.conditions[]", Condition),
-            ("status.lastDelivery", DeliveryRecord),
-            ("status.deliveries[]", DeliveryRecord),
-            ("status.deliveries[].attemptLog[]", Attempt),
-            ("status.pending[]", PendingDelivery),
-            ("status.pending[].record", DeliveryRecord),
-            ("status.counters", Counters),
             ("status.pause", Pause),
         ]
     ),
+    ("Delivery", "status.attemptLog[]", Attempt, set(), True),
     ("Environment", "spec", EnvironmentSpec, set(), True),
     ("Environment", "spec.organization", Named, set(), True),
     ("Environment", "spec.project", Named, set(), True),
@@ -748,10 +802,68 @@ def test_fields_equal_the_models(
         assert set(sub.get("required", ())) == _required(model) - left_out
 
 
-@pytest.mark.parametrize("kind", ["Webhook", "ClusterWebhook"])
-def test_notifications_keep_every_field(kind: str) -> None:
-    for path in ("status.pending[].notification", "status.sent[]"):
-        assert node(SCHEMAS[kind], path)["x-kubernetes-preserve-unknown-fields"] is True
+# The Delivery contract (issue 12): (kind, schema path, its properties, its required ones).
+_SUMMARY = {
+    "observedGeneration", "conditions", "counters", "lastDelivery", "pendingDeliveries",
+    "oldestPendingAt", "consecutiveFailures", "failingSince", "pause", "handledPing",
+    "handledRedeliver", "handledEnable",
+}  # fmt: skip
+CONTRACT = [
+    *(
+        (kind, path, properties, required)
+        for kind in ("Webhook", "ClusterWebhook")
+        for path, properties, required in [
+            ("status", _SUMMARY | set(LEGACY_ARRAYS), set()),
+            ("status.counters", {"delivered", "failed", "retried", "deferred"}, set()),
+            (
+                "status.lastDelivery",
+                {
+                    "name",
+                    "payloadId",
+                    "event",
+                    "environment",
+                    "outcome",
+                    "attempts",
+                    "httpStatus",
+                    "error",
+                    "time",
+                },
+                # What Herald 0.1's lastDelivery holds too, so its status stays valid until migrated.
+                {"payloadId", "event", "environment", "time"},
+            ),
+        ]
+    ),
+    (
+        "Delivery",
+        "spec",
+        {"webhook", "environment", "deploymentId", "event", "payloadId", "createdAt", "notification"},
+        {"webhook", "environment", "deploymentId", "event", "payloadId", "createdAt", "notification"},
+    ),
+    ("Delivery", "spec.webhook", {"kind", "name", "namespace"}, {"kind", "name"}),
+    ("Delivery", "spec.environment", {"namespace", "name", "uid"}, {"namespace", "name"}),
+    (
+        "Delivery",
+        "status",
+        {"outcome", "attempts", "httpStatus", "error", "durationMs", "attemptLog", *DELIVERY_TIMES},
+        set(),
+    ),
+]
+
+
+@pytest.mark.parametrize(("kind", "path", "properties", "required"), CONTRACT)
+def test_fields_are_the_contracts(kind: str, path: str, properties: set[str], required: set[str]) -> None:
+    sub = node(SCHEMAS[kind], path)
+    assert set(sub["properties"]) == properties
+    assert set(sub.get("required", ())) == required
+
+
+def test_notifications_keep_every_field() -> None:
+    """A Delivery keeps the notification it sends whole: a restarted Herald sends the same body."""
+    assert node(SCHEMAS["Delivery"], "spec.notification") == {
+        "description": node(SCHEMAS["Delivery"], "spec.notification")["description"],
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
 
 
 # ---------------------------------------------------------------- the examples
@@ -1154,70 +1266,220 @@ def test_events_rules_agree_with_the_model(events: list[str]) -> None:
     assert crd_ok is model_ok
 
 
-# ---------------------------------------------------------------- what the operator writes is accepted
+# ---------------------------------------------------------------- what Herald writes is accepted
 
-NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=datetime.UTC)
+AT = "2026-01-01T12:00:00.123456Z"  # RFC 3339, as Herald writes times
+LATER = "2026-01-01T12:00:05Z"
+PAYLOAD_ID = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 
 
-def _full_status() -> dict[str, Any]:
-    """A status with every field set, as Herald's status writer serializes it."""
-    event = DeploymentEvent(
-        event_type=EventType.DEPLOYMENT_FAILURE,
-        payload_id="0f1e2d3c4b5a69788796a5b4c3d2e1f0",
-        created_at=NOW,
-        environment=EnvironmentRef(uid="u1", name="shop", namespace="demo", type=EnvironmentType.PRODUCTION),
-        organization=Named(name="Acme"),
-        project=Named(id="p1", name="shop-frontend"),
-        deployment=DeploymentStatus(id="d1", current_status=DeploymentState.DEPLOYMENT_ERROR, logs=("boom",)),
-        applications=(Service.model_validate({"name": "storefront", "commitId": "3f9a2c1"}),),
-    )
-    attempt = Attempt(number=1, time=NOW, http_status=503, error="HTTP 503", duration_ms=12)
-    record = DeliveryRecord(
-        payload_id=event.payload_id,
-        event=event.event_type,
-        environment="demo/shop",
-        deployment_id="d1",
-        attempts=1,
-        http_status=503,
-        error="HTTP 503",
-        time=NOW,
-        outcome=DeliveryOutcome.RETRYING,
-        duration_ms=12,
-        next_attempt_at=NOW,
-        attempt_log=(attempt,),
-    )
-    ready = Condition(
-        type="Ready",
-        status="False",
-        reason="Gone",
-        message="paused",
-        last_transition_time=NOW,
-        observed_generation=2,
-    )
-    status = WebhookStatus(
-        failing_since=NOW,
-        handled_enable="1",
-        observed_generation=2,
-        conditions=(ready,),
-        last_delivery=record,
-        deliveries=(record,),
-        pending=(PendingDelivery(record=record, notification=event),),
-        sent=(event,),
-        counters=Counters(delivered=3, failed=1, retried=2, dropped=0),
-        consecutive_failures=1,
-        pause=Pause(reason=PauseReason.GONE, generation=2, policy="abc123"),
-        handled_ping="1",
-        handled_redeliver="failed",
-    )
-    patch = to_patch(status, cap=NOTIFICATION_LOG_CAP)
-    assert None not in patch.values(), "every field set"
-    return patch
+def delivery(
+    kind: str = "Webhook", webhook: str = "shop-deployments", namespace: str = "demo"
+) -> dict[str, Any]:
+    """A Delivery with every field set, written from the contract (not from Herald's output)."""
+    hook_ns = namespace if kind == "Webhook" else None
+    digest = hashlib.sha256(f"{kind}/{hook_ns or ''}/{webhook}/{PAYLOAD_ID}".encode()).hexdigest()[:12]
+    attempts = [
+        {
+            "number": 1,
+            "time": AT,
+            "httpStatus": 503,
+            "error": "HTTP 503 Service Unavailable",
+            "durationMs": 41,
+        },
+        {"number": 2, "time": LATER, "error": "timed out after 10 s", "durationMs": 10000},
+    ]
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Delivery",
+        "metadata": {
+            "name": f"{webhook[:40].rstrip('-.')}-{digest}",
+            "namespace": hook_ns or "herald-system",
+            "labels": {
+                "app.kubernetes.io/managed-by": "herald",
+                "herald.dev/webhook": webhook,
+                "herald.dev/webhook-kind": kind,
+                "herald.dev/environment": "production",
+                "herald.dev/environment-namespace": "shop",
+                "herald.dev/event": "DEPLOYMENT_FAILURE",
+                "herald.dev/outcome": "Retrying",
+            },
+            "annotations": {"herald.dev/redeliver": "2", "herald.dev/redelivered": "1"},
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": kind,
+                    "name": webhook,
+                    "uid": "5c0ffee0-0000-4000-8000-000000000001",
+                }
+            ],
+        },
+        "spec": {
+            "webhook": {"kind": kind, "name": webhook, **({"namespace": hook_ns} if hook_ns else {})},
+            "environment": {
+                "namespace": "shop",
+                "name": "production",
+                "uid": "5c0ffee0-0000-4000-8000-000000000002",
+            },
+            "deploymentId": "deploy-43",
+            "event": "DEPLOYMENT_FAILURE",
+            "payloadId": PAYLOAD_ID,
+            "createdAt": AT,
+            "notification": {
+                "eventType": "DEPLOYMENT_FAILURE",
+                "payloadId": PAYLOAD_ID,
+                "createdAt": AT,
+                "environment": {"uid": "u1", "name": "production", "namespace": "shop", "type": "PRODUCTION"},
+                "project": {"id": "p1", "name": "shop-frontend"},
+                "deployment": {"id": "deploy-43", "currentStatus": "DEPLOYMENT_ERROR", "logs": ["boom"]},
+                "applications": [{"name": "storefront", "commitId": "3f9a2c1", "anyField": {"kept": True}}],
+            },
+        },
+        "status": {
+            "outcome": "Retrying",
+            "attempts": 2,
+            "httpStatus": 503,
+            "error": "timed out after 10 s",
+            "durationMs": 10000,
+            "lastAttemptAt": LATER,
+            "nextAttemptAt": "2026-01-01T12:01:05Z",
+            "finishedAt": LATER,
+            "attemptLog": attempts,
+        },
+    }
 
 
 @pytest.mark.parametrize("kind", ["Webhook", "ClusterWebhook"])
-def test_status_the_operator_writes_is_accepted_and_kept_whole(kind: str) -> None:
-    obj = merge_patch(example(*(STANDARD if kind == "Webhook" else CLUSTER)), {"status": _full_status()})
+def test_a_full_delivery_is_accepted_and_kept_whole(kind: str) -> None:
+    obj = delivery(kind)
+    assert set(obj["status"]) == set(node(SCHEMAS["Delivery"], "status")["properties"]), "every field set"
+    assert rejections("Delivery", obj) == []
+
+
+# (case, merge patch on a full Delivery, path the API server names)
+INVALID_DELIVERIES = [
+    ("no payloadId", {"spec": {"payloadId": None}}, "spec"),
+    ("payloadId too long", {"spec": {"payloadId": "f" * 65}}, "spec.payloadId"),
+    ("no notification", {"spec": {"notification": None}}, "spec"),
+    ("no webhook name", {"spec": {"webhook": {"name": None}}}, "spec.webhook"),
+    ("unknown webhook kind", {"spec": {"webhook": {"kind": "Hook"}}}, "spec.webhook.kind"),
+    ("Webhook without namespace", {"spec": {"webhook": {"namespace": None}}}, "spec.webhook"),
+    ("ClusterWebhook with namespace", {"spec": {"webhook": {"kind": "ClusterWebhook"}}}, "spec.webhook"),
+    ("environment without namespace", {"spec": {"environment": {"namespace": None}}}, "spec.environment"),
+    ("unknown event", {"spec": {"event": "DEPLOYMENT_EXPLODED"}}, "spec.event"),
+    ("createdAt not a time", {"spec": {"createdAt": "yesterday"}}, "spec.createdAt"),
+    ("outcome Done", {"status": {"outcome": "Done"}}, "status.outcome"),
+    ("negative attempts", {"status": {"attempts": -1}}, "status.attempts"),
+    ("error too long", {"status": {"error": "e" * 1025}}, "status.error"),
+    (
+        "eleven attempts logged",
+        {"status": {"attemptLog": [{"number": n, "time": AT, "durationMs": 1} for n in range(1, 12)]}},
+        "status.attemptLog",
+    ),
+    (
+        "attempt without time",
+        {"status": {"attemptLog": [{"number": 1, "durationMs": 1}]}},
+        "status.attemptLog[0]",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "patch", "where"), INVALID_DELIVERIES, ids=[c[0] for c in INVALID_DELIVERIES]
+)
+def test_invalid_delivery_is_refused(case: str, patch: dict[str, Any], where: str) -> None:
+    errors = rejections("Delivery", merge_patch(delivery(), patch))
+    assert any(e.startswith(f"{where}: ") for e in errors), f"{case}: {errors}"
+
+
+def summary_status() -> dict[str, Any]:
+    """A webhook's summary status with every field set, written from the contract."""
+    return {
+        "observedGeneration": 2,
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "False",
+                "reason": "EndpointDisabled",
+                "message": "every attempt failed since 2026-01-01T12:00:00Z",
+                "lastTransitionTime": LATER,
+                "observedGeneration": 2,
+            }
+        ],
+        "counters": {"delivered": 3, "failed": 1, "retried": 2, "deferred": 7},
+        "lastDelivery": {
+            "name": delivery()["metadata"]["name"],
+            "payloadId": PAYLOAD_ID,
+            "event": "DEPLOYMENT_FAILURE",
+            "environment": "shop/production",
+            "outcome": "Retrying",
+            "attempts": 2,
+            "httpStatus": 503,
+            "error": "HTTP 503 Service Unavailable",
+            "time": LATER,
+        },
+        "pendingDeliveries": 4999,
+        "oldestPendingAt": AT,
+        "consecutiveFailures": 2,
+        "failingSince": AT,
+        "pause": {"reason": "EndpointDisabled", "generation": 2, "policy": "abc123"},
+        "handledPing": "1",
+        "handledRedeliver": "failed",
+        "handledEnable": "1",
+    }
+
+
+@pytest.mark.parametrize("kind", ["Webhook", "ClusterWebhook"])
+def test_summary_status_is_accepted_and_kept_whole(kind: str) -> None:
+    status = summary_status()
+    assert set(status) == _SUMMARY, "every summary field set"
+    obj = merge_patch(example(*(STANDARD if kind == "Webhook" else CLUSTER)), {"status": status})
     assert rejections(kind, obj) == []
+
+
+def legacy_status() -> dict[str, Any]:
+    """A status as Herald 0.1 wrote it: its queue, history and notifications on the webhook."""
+    record = {
+        "payloadId": PAYLOAD_ID,
+        "event": "DEPLOYMENT_FAILURE",
+        "environment": "shop/production",
+        "deploymentId": "deploy-43",
+        "attempts": 1,
+        "httpStatus": 503,
+        "error": "HTTP 503",
+        "time": AT,
+        "outcome": "Retrying",
+        "durationMs": 12,
+        "nextAttemptAt": LATER,
+        "attemptLog": [{"number": 1, "time": AT, "httpStatus": 503, "error": "HTTP 503", "durationMs": 12}],
+    }
+    notification = delivery()["spec"]["notification"]
+    return {
+        "observedGeneration": 1,
+        "lastDelivery": record,
+        "deliveries": [record, {**record, "payloadId": "aa" * 16, "outcome": "Failed", "attempts": 6}],
+        "pending": [{"record": record, "notification": notification}],
+        "sent": [notification],
+        "counters": {"delivered": 3, "failed": 1, "retried": 2, "dropped": 4},
+        "consecutiveFailures": 1,
+    }
+
+
+@pytest.mark.parametrize("kind", ["Webhook", "ClusterWebhook"])
+def test_a_herald_01_status_stays_valid_and_its_arrays_are_kept(kind: str) -> None:
+    """Herald 0.2 must read 0.1's arrays (so the server must keep them) and still write the status
+    (so 0.1's values must pass the new schema); only fields no longer in the summary are pruned."""
+    obj = merge_patch(example(*(STANDARD if kind == "Webhook" else CLUSTER)), {"status": legacy_status()})
+    schema = SCHEMAS[kind]
+    assert list(KubeValidator(schema, format_checker=FORMATS).iter_errors(obj)) == []
+    pruned = {error.partition(":")[0] for error in unknown_fields(schema, obj)}
+    assert pruned == {
+        "status.counters.dropped",
+        *(
+            f"status.lastDelivery.{field}"
+            for field in ("deploymentId", "durationMs", "nextAttemptAt", "attemptLog")
+        ),
+    }
 
 
 def test_environment_status_the_models_read_is_accepted() -> None:

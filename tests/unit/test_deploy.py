@@ -76,6 +76,7 @@ def test_render_holds_the_crds_exactly_as_in_crds_folder(rendered: list[dict[str
     crds = [d for d in rendered if d["kind"] == "CustomResourceDefinition"]
     assert sorted(d["metadata"]["name"] for d in crds) == [
         "clusterwebhooks.herald.dev",
+        "deliveries.herald.dev",
         "environments.herald.dev",
         "webhooks.herald.dev",
     ]
