@@ -93,7 +93,8 @@ from herald.models import (
     WebhookSpec,
 )
 from herald.sources import decide, status_patch
-from herald.status import ATTEMPT_LOG_LIMIT, Pause, PauseReason, parse_webhook
+from herald.decision import ATTEMPT_LOG_LIMIT
+from herald.status import Pause, PauseReason, parse_webhook
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = ROOT / "crds"
