@@ -92,14 +92,17 @@ def test_flags_win_over_env() -> None:
         (["--sources", ","], {}, "--sources"),
         (
             [],
-            {"HERALD_MAX_PENDING": "1001"},
-            "HERALD_MAX_PENDING: Input should be less than or equal to 1000",
+            {"HERALD_MAX_PENDING": "1000001"},
+            "HERALD_MAX_PENDING: Input should be less than or equal to 1000000",
         ),
         (
-            ["--max-pending", "5000"],
+            ["--max-pending", "2000000"],
             {},
-            "--max-pending / HERALD_MAX_PENDING: Input should be less than or equal to 1000",
+            "--max-pending / HERALD_MAX_PENDING: Input should be less than or equal to 1000000",
         ),
+        ([], {"HERALD_RETAIN": "0"}, "HERALD_RETAIN: Input should be greater than or equal to 1"),
+        (["--retain-for", "-1"], {}, "--retain-for / HERALD_RETAIN_FOR: Input should be greater than 0"),
+        ([], {"HERALD_DELIVERY_NAMESPACE": "Herald"}, "'Herald' is not a namespace name"),
         (["--max-pending", "0"], {}, "--max-pending"),
     ],
 )
@@ -108,7 +111,7 @@ def test_bad_values_name_the_culprit(argv: list[str], env: dict[str, str], needl
         settings_for(argv, env)
 
 
-def test_max_pending_takes_up_to_what_the_crds_hold() -> None:
+def test_max_pending_takes_up_to_its_bound() -> None:
     assert settings_for(["--max-pending", str(MAX_PENDING_LIMIT)], {}).max_pending == MAX_PENDING_LIMIT
 
 
@@ -177,7 +180,8 @@ def test_help_gives_each_default_from_settings(capsys: pytest.CaptureFixture[str
         main(["run", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "HERALD_RETRY_JITTER; default 0.2" in text
-    assert "HERALD_MAX_PENDING; default 100" in text
+    assert f"HERALD_MAX_PENDING; default {Settings().max_pending}" in text
+    assert f"HERALD_RETAIN; default {Settings().retain}" in text
 
 
 # ---------------------------------------------------------------- herald render

@@ -1,31 +1,57 @@
-"""dispatcher.py's decisions: what is stored before an event counts as notified, what holds
-deliveries without spending attempts (a disabled webhook, Secrets Herald cannot use), and which
-Secrets Herald reads at all."""
+"""dispatcher.py with the Delivery store over an in-memory API: what is stored before an event counts
+as notified, how few writes a delivery costs, back-pressure instead of drops, what a restart
+resumes or migrates, redelivery, retention, and what holds deliveries without spending attempts
+(a disabled webhook, Secrets Herald cannot use)."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
 
-from herald.delivery import AttemptResult, OutgoingRequest
+from herald.decision import new_record
+from herald.delivery_object import LABEL_OUTCOME, REDELIVER_ANNOTATION, REDELIVERED_ANNOTATION, owner_of, to_object
 from herald.dispatcher import SECRET_LABEL, Dispatcher, NotPersisted
 from herald.kube import ApiError, ApiForbidden, ApiServerError, ApiUnreachable, Secret
 from herald.metrics import Metrics
-from herald.models import DeliveryOutcome
-from herald.retry import Verdict
+from herald.models import (
+    DeliveryOutcome,
+    DeploymentEvent,
+    DeploymentState,
+    DeploymentStatus,
+    EnvironmentRef,
+    EnvironmentType,
+    EventType,
+    Named,
+    PendingDelivery,
+)
+from herald.retry import AttemptResult, Verdict
 from herald.settings import Settings
 from herald.status import WebhookStatus, WebhookView, condition, parse_webhook
 from herald.testing import wait_for
 
-from .test_status import event
+from .fake_api import FakeApi
 
 SETTINGS = Settings(
     status_interval=0.05, retry_schedule=(0.0, 0.0, 0.0), retry_jitter=0.0, secret_cache_ttl=0.0
 )
+T0 = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.UTC)
+
+
+def event(n: int, kind: EventType = EventType.DEPLOYMENT_STARTED) -> DeploymentEvent:
+    return DeploymentEvent(
+        event_type=kind,
+        payload_id=f"p-{n}",
+        created_at=T0 + datetime.timedelta(seconds=n),
+        environment=EnvironmentRef(uid="u", name="web", namespace="ns", type=EnvironmentType.PRODUCTION),
+        organization=Named(name="Acme"),
+        project=Named(name="shop"),
+        deployment=DeploymentStatus(id=f"d-{n}", current_status=DeploymentState.QUEUED),
+    )
 
 
 class Client:
@@ -33,12 +59,12 @@ class Client:
 
     def __init__(self, *statuses: int) -> None:
         self.script = list(statuses)
-        self.sent: list[OutgoingRequest] = []
+        self.sent: list[str] = []  # payload ids, in order
         self.gate = asyncio.Event()  # answers wait until it is set
         self.gate.set()
 
-    async def send(self, request: OutgoingRequest, *, now: Any) -> AttemptResult:
-        self.sent.append(request)
+    async def send(self, request: Any, *, now: Any) -> AttemptResult:
+        self.sent.append(request.payload_id)
         await self.gate.wait()
         status = self.script.pop(0) if self.script else 200
         ok = status < 300
@@ -101,108 +127,360 @@ def view(*, generation: int = 1, **spec: Any) -> WebhookView:
     return parse_webhook(body, cluster=False)
 
 
-def dispatcher(client: Client, sink: Sink, secrets: Secrets | None = None) -> Dispatcher:
-    return Dispatcher(
-        settings=SETTINGS,
-        client=client,  # type: ignore[arg-type]
-        sink=sink,
-        secrets=secrets or Secrets(),
-        post_event=lambda *_: None,
-        metrics=Metrics(),
-        clock=time.monotonic,
-        wallclock=time.time,
-    )
+class Harness:
+    def __init__(
+        self,
+        client: Client | None = None,
+        *,
+        sink: Sink | None = None,
+        secrets: Secrets | None = None,
+        api: FakeApi | None = None,
+        settings: Settings = SETTINGS,
+    ) -> None:
+        self.client = client or Client()
+        self.sink = sink or Sink()
+        self.api = api or FakeApi()
+        self.posted: list[tuple[str, str]] = []  # (reason, message)
+        self.d = Dispatcher(
+            settings=settings,
+            client=self.client,  # type: ignore[arg-type]
+            sink=self.sink,
+            api=self.api,
+            secrets=secrets or Secrets(),
+            post_event=lambda _meta, _type, reason, message: self.posted.append((reason, message)),
+            metrics=Metrics(),
+            clock=time.monotonic,
+            wallclock=time.time,
+        )
+
+    def status(self, hook: WebhookView) -> WebhookStatus:
+        found = self.d.status_of(cluster=False, ref=hook.ref)
+        assert found is not None
+        return found
+
+    def pending(self, hook: WebhookView) -> tuple[PendingDelivery, ...]:
+        return self.d.pending_of(cluster=False, ref=hook.ref)
+
+    def ready(self, hook: WebhookView) -> tuple[str, str, str]:
+        found = condition(self.status(hook), "Ready")
+        return (found.status, found.reason, found.message) if found is not None else ("", "", "")
+
+    def queue(self, hook: WebhookView, n: int) -> None:
+        """Submit one delivery without waiting for it to be stored (whether it is, is not the point)."""
+        stored = asyncio.ensure_future(self.d.submit([(hook, event(n))]).stored)
+        stored.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def outcomes(self) -> dict[str, str]:
+        """Each stored Delivery's payload id and outcome, as kubectl would show them."""
+        return {o["spec"]["payloadId"]: o["status"]["outcome"] for o in self.api.of()}
 
 
-def status(d: Dispatcher, hook: WebhookView) -> WebhookStatus:
-    found = d.status_of(cluster=False, ref=hook.ref)
-    assert found is not None
-    return found
+def stored_delivery(hook: WebhookView, n: int, outcome: DeliveryOutcome, *, attempts: int = 0) -> dict[str, Any]:
+    record = new_record(event(n), now=T0).model_copy(update={"outcome": outcome, "attempts": attempts})
+    owner = owner_of(hook.ref, uid=hook.uid, cluster=False, home="herald-system")
+    return to_object(owner, PendingDelivery(record=record, notification=event(n)))
 
 
-def ready(d: Dispatcher, hook: WebhookView) -> tuple[str, str, str]:
-    found = condition(status(d, hook), "Ready")
-    return (found.status, found.reason, found.message) if found is not None else ("", "", "")
-
-
-def queue(d: Dispatcher, hook: WebhookView, n: int) -> None:
-    """Submit one delivery without waiting for it to be stored (whether it is, is not the point)."""
-    stored = asyncio.ensure_future(d.submit([(hook, event(n))]))
-    stored.add_done_callback(lambda f: f.cancelled() or f.exception())
-
-
-# ---------------------------------------------------------------- item 1: stored before notified
+# ---------------------------------------------------------------- stored before notified, and how
 
 
 async def test_an_event_is_not_notified_when_herald_stops_before_its_deliveries_are_stored() -> None:
-    """The ledger waits on ``submit``'s awaitable: it must fail, not complete, on such a stop."""
-    d = dispatcher(Client(), Sink(failure=ApiForbidden("status refused", status=403)))
-    stored = asyncio.ensure_future(d.submit([(view(), event(1))]))
-    await d.close()
+    """The ledger waits on ``Submission.stored``: it must fail, not complete, on such a stop."""
+    h = Harness()
+    h.api.failure = ApiForbidden("create refused", status=403)
+    stored = asyncio.ensure_future(h.d.submit([(view(), event(1))]).stored)
+    await h.d.close()
     with pytest.raises(NotPersisted):
         await asyncio.wait_for(stored, timeout=10)
 
 
-async def test_an_event_is_notified_once_its_deliveries_are_stored() -> None:
-    sink = Sink()
-    d = dispatcher(Client(), sink)
+async def test_a_prompt_delivery_is_stored_once_with_its_outcome() -> None:
+    h = Harness()
     try:
-        await asyncio.wait_for(d.submit([(view(), event(1))]), timeout=10)
-        assert any(p["pending"] or p["deliveries"] for p in sink.patches)
+        await asyncio.wait_for(h.d.submit([(view(), event(1))]).stored, timeout=10)
+        assert h.outcomes() == {"p-1": "Succeeded"}
+        assert [verb for verb, _ in h.api.writes] == ["create"]
+        [obj] = h.api.of()
+        assert obj["metadata"]["labels"][LABEL_OUTCOME] == "Succeeded"
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == "u"
     finally:
-        await d.close()
+        await h.d.close()
+
+
+async def test_a_slow_delivery_is_stored_pending_then_its_outcome_patched() -> None:
+    h = Harness()
+    h.client.gate.clear()
+    try:
+        await asyncio.wait_for(h.d.submit([(view(), event(1))]).stored, timeout=10)
+        assert h.outcomes() == {"p-1": "Pending"}  # the ledger may name it now: it exists
+        h.client.gate.set()
+        await wait_for(lambda: h.outcomes() == {"p-1": "Succeeded"}, timeout=10, what="the outcome stored")
+        assert [verb for verb, _ in h.api.writes] == ["create", "patch"]
+    finally:
+        await h.d.close()
 
 
 async def test_deliveries_to_a_deleted_webhook_do_not_keep_their_event_unnotified() -> None:
     hook = view()
-    d = dispatcher(Client(), Sink(failure=ApiServerError("down", status=503)))
-    stored = asyncio.ensure_future(d.submit([(hook, event(1))]))
-    await d.forget(cluster=False, ref=hook.ref)  # the webhook was deleted: nothing left to store
+    h = Harness()
+    h.api.failure = ApiServerError("down", status=503)
+    stored = asyncio.ensure_future(h.d.submit([(hook, event(1))]).stored)
+    await h.d.forget(cluster=False, ref=hook.ref)  # the webhook was deleted: nothing left to store
     await asyncio.wait_for(stored, timeout=10)
-    await d.close()
+    await h.d.close()
 
 
-# ---------------------------------------------------------------- item 6: enabled: false holds everything
+async def test_a_webhook_status_is_a_summary_cleared_of_any_queue() -> None:
+    h = Harness(Client(503))
+    hook = view()
+    try:
+        for n in range(3):
+            await asyncio.wait_for(h.d.submit([(hook, event(n))]).stored, timeout=10)
+        await wait_for(lambda: len(h.client.sent) == 4, timeout=10, what="three deliveries and a retry")
+        await wait_for(
+            lambda: bool(h.sink.patches) and h.sink.patches[-1]["counters"]["delivered"] == 3,
+            timeout=10,
+            what="the summary",
+        )
+        last = h.sink.patches[-1]
+        assert (last["pending"], last["sent"], last["deliveries"]) == (None, None, None)
+        assert last["pendingDeliveries"] == 0
+        assert last["counters"]["retried"] == 1
+        assert last["lastDelivery"]["outcome"] == "Succeeded"
+        assert last["lastDelivery"]["name"] in {o["metadata"]["name"] for o in h.api.of()}
+    finally:
+        await h.d.close()
+
+
+# ---------------------------------------------------------------- back-pressure, never a drop
+
+
+async def test_at_the_backlog_bound_events_are_deferred_not_dropped() -> None:
+    h = Harness(settings=Settings(**{**SETTINGS.__dict__, "max_pending": 2}))
+    h.client.gate.clear()
+    hook = view()
+    try:
+        first = [h.d.submit([(hook, event(n))]) for n in range(2)]
+        assert all(s.deferred == () for s in first)
+        refused = h.d.submit([(hook, event(2))])
+        assert [v.ref for v in refused.deferred] == [hook.ref]
+        await refused.stored
+        again = h.d.submit([(hook, event(3))])
+        assert again.deferred
+        assert [reason for reason, _ in h.posted].count("BacklogFull") == 1  # said once per spell
+        assert h.status(hook).counters.deferred == 2
+        h.client.gate.set()
+        await wait_for(lambda: not h.pending(hook), timeout=10, what="the backlog drained")
+        assert h.d.submit([(hook, event(2))]).deferred == ()  # taken once there is room
+        await wait_for(lambda: "p-2" in h.client.sent, timeout=10, what="the deferred event sent")
+    finally:
+        await h.d.close()
+
+
+# ---------------------------------------------------------------- a restart: look up, resume, migrate
+
+
+@pytest.mark.parametrize(
+    ("outcome", "sent"),
+    [(None, True), (DeliveryOutcome.SUCCEEDED, False), (DeliveryOutcome.FAILED, False), (DeliveryOutcome.RETRYING, True)],
+    ids=["absent", "succeeded", "failed", "retrying"],
+)
+async def test_an_event_derived_again_is_looked_up_before_it_is_sent(outcome: DeliveryOutcome | None, sent: bool) -> None:
+    hook = view()
+    api = FakeApi()
+    if outcome is not None:
+        api.add(stored_delivery(hook, 1, outcome, attempts=2))
+    h = Harness(api=api)
+    try:
+        await asyncio.wait_for(h.d.submit([(hook, event(1))], verify=True).stored, timeout=10)
+        if sent:
+            await wait_for(lambda: h.outcomes().get("p-1") == "Succeeded", timeout=10, what="sent")
+            assert h.client.sent == ["p-1"]
+        else:
+            assert h.client.sent == []
+            assert h.outcomes() == {"p-1": outcome.value if outcome else ""}
+        if outcome is DeliveryOutcome.RETRYING:  # resumed with its attempts, not from scratch
+            [obj] = h.api.of()
+            assert obj["status"]["attempts"] == 3
+    finally:
+        await h.d.close()
+
+
+async def test_pending_delivery_objects_are_resumed_after_a_restart() -> None:
+    hook = view()
+    api = FakeApi()
+    for n, outcome in enumerate((DeliveryOutcome.PENDING, DeliveryOutcome.RETRYING, DeliveryOutcome.SUCCEEDED)):
+        api.add(stored_delivery(hook, n, outcome, attempts=n))
+    h = Harness(api=api)
+    try:
+        h.d.observe(hook)
+        assert await h.d.resume() == 2
+        await wait_for(lambda: sorted(h.client.sent) == ["p-0", "p-1"], timeout=10, what="both resumed")
+        await wait_for(lambda: set(h.outcomes().values()) == {"Succeeded"}, timeout=10, what="stored")
+        assert not any(verb == "create" for verb, _ in h.api.writes)
+    finally:
+        await h.d.close()
+
+
+def legacy_status(hook: WebhookView) -> dict[str, Any]:
+    """What Herald 0.1 wrote: one delivery pending with its notification, one finished and kept."""
+    pending = PendingDelivery(record=new_record(event(1), now=T0), notification=event(1))
+    done = new_record(event(2), now=T0).model_copy(update={"outcome": DeliveryOutcome.FAILED, "attempts": 8})
+
+    def dump(value: Any) -> Any:
+        return value.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    return {
+        "observedGeneration": 1,
+        "counters": {"delivered": 5, "failed": 1, "retried": 2, "dropped": 0},
+        "pending": [dump(pending)],
+        "deliveries": [dump(pending.record), dump(done)],
+        "sent": [dump(event(2))],
+    }
+
+
+async def test_a_herald_0_1_status_becomes_delivery_objects_and_is_cleared_after() -> None:
+    hook = view()
+    h = Harness()
+    h.api.failure = ApiServerError("not yet", status=503)
+    try:
+        h.d.observe(hook, status=legacy_status(hook))
+        await asyncio.sleep(0.3)  # a summary patch would be due by now: it must wait for the objects
+        assert h.sink.patches == []
+        h.api.failure = None
+        await wait_for(lambda: len(h.api.of()) == 2, timeout=40, what="two Delivery objects")
+        await wait_for(lambda: h.client.sent == ["p-1"], timeout=10, what="the pending one sent")
+        await wait_for(lambda: h.outcomes() == {"p-1": "Succeeded", "p-2": "Failed"}, timeout=10, what="stored")
+        await wait_for(lambda: bool(h.sink.patches), timeout=10, what="the status rewritten")
+        assert h.sink.patches[0]["pending"] is None and h.sink.patches[0]["sent"] is None
+        assert h.status(hook).counters.delivered == 6  # the 0.1 counters carry on
+    finally:
+        await h.d.close()
+
+
+# ---------------------------------------------------------------- redelivery, deletion, retention
+
+
+async def test_a_redeliver_annotation_on_a_delivery_sends_it_again_once() -> None:
+    hook = view()
+    api = FakeApi()
+    failed = stored_delivery(hook, 1, DeliveryOutcome.FAILED, attempts=8)
+    failed["metadata"]["annotations"] = {REDELIVER_ANNOTATION: "now"}
+    api.add(failed)
+    name, namespace = failed["metadata"]["name"], failed["metadata"]["namespace"]
+    h = Harness(api=api)
+    try:
+        h.d.observe(hook)
+        h.d.redeliver_requested(namespace, name, "now")
+        await wait_for(lambda: h.outcomes() == {"p-1": "Succeeded"}, timeout=10, what="sent again")
+        [obj] = h.api.of()
+        assert obj["metadata"]["annotations"][REDELIVERED_ANNOTATION] == "now"
+        assert obj["status"]["attempts"] == 1  # a fresh retry schedule; the log keeps the story
+        h.d.redeliver_requested(namespace, name, "now")  # acted on already
+        await wait_for(lambda: not h.d._background, timeout=10, what="the request read")
+        assert h.client.sent == ["p-1"]
+    finally:
+        await h.d.close()
+
+
+async def test_redeliver_failed_on_a_webhook_sends_its_retained_failed_deliveries() -> None:
+    hook = view()
+    api = FakeApi()
+    for n, outcome in enumerate((DeliveryOutcome.FAILED, DeliveryOutcome.SUCCEEDED, DeliveryOutcome.FAILED)):
+        api.add(stored_delivery(hook, n, outcome, attempts=1))
+    h = Harness(api=api)
+    try:
+        h.d.observe(hook.model_copy(update={"redeliver": "failed"}))
+        await wait_for(lambda: sorted(h.client.sent) == ["p-0", "p-2"], timeout=10, what="the failed ones")
+        await wait_for(lambda: set(h.outcomes().values()) == {"Succeeded"}, timeout=10, what="stored")
+    finally:
+        await h.d.close()
+
+
+async def test_a_pending_delivery_whose_object_is_deleted_is_not_sent() -> None:
+    h = Harness(Client(503, 503))
+    hook = view()
+    slow = Settings(**{**SETTINGS.__dict__, "retry_schedule": (3600.0,)})
+    h.d.settings = slow
+    try:
+        await asyncio.wait_for(h.d.submit([(hook, event(1))]).stored, timeout=10)
+        await wait_for(lambda: h.outcomes() == {"p-1": "Retrying"}, timeout=10, what="a retry scheduled")
+        [obj] = h.api.of()
+        h.d.object_deleted(obj["metadata"]["namespace"], obj["metadata"]["name"])
+        assert h.pending(hook) == ()
+    finally:
+        await h.d.close()
+
+
+async def test_finished_deliveries_are_pruned_to_the_count_and_pending_ones_never() -> None:
+    settings = Settings(**{**SETTINGS.__dict__, "retain": 3})
+    h = Harness(settings=settings)
+    hook = view()
+    try:
+        for n in range(12):
+            await asyncio.wait_for(h.d.submit([(hook, event(n))]).stored, timeout=10)
+        h.client.gate.clear()
+        await asyncio.wait_for(h.d.submit([(hook, event(99))]).stored, timeout=10)  # stays pending
+        await wait_for(lambda: len(h.api.of()) == 4, timeout=10, what="pruned to 3 finished and 1 pending")
+        assert sorted(h.outcomes().values()) == ["Pending", "Succeeded", "Succeeded", "Succeeded"]
+    finally:
+        h.client.gate.set()
+        await h.d.close()
+
+
+async def test_a_scan_deletes_finished_deliveries_past_their_age() -> None:
+    hook = view()
+    api = FakeApi()
+    for n, outcome in enumerate((DeliveryOutcome.SUCCEEDED, DeliveryOutcome.RETRYING, DeliveryOutcome.FAILED)):
+        obj = stored_delivery(hook, n, outcome)
+        obj["metadata"]["creationTimestamp"] = "2020-01-01T00:00:00Z"
+        api.add(obj)
+    api.add(stored_delivery(hook, 3, DeliveryOutcome.SUCCEEDED))  # created just now (by the fake)
+    h = Harness(api=api)
+    h.api.objects[next(iter(k for k in h.api.objects if k[2].endswith(h.api.of()[-1]["metadata"]["name"][-12:])))][
+        "metadata"
+    ]["creationTimestamp"] = datetime.datetime.now(datetime.UTC).isoformat()
+    try:
+        await h.d.retention.scan()
+        assert sorted(h.outcomes()) == ["p-1", "p-3"]  # the pending one stays, however old
+    finally:
+        await h.d.close()
+
+
+# ---------------------------------------------------------------- enabled: false holds everything
 
 
 async def test_disabling_holds_pending_retries_and_pings_and_enabling_resumes_them() -> None:
-    client = Client(503)
+    h = Harness(Client(503))
     hook = view()
-    d = dispatcher(client, Sink())
     try:
-        client.gate.clear()
-        d.observe(hook)
-        queue(d, hook, 1)
-        await wait_for(lambda: len(client.sent) == 1, timeout=10, what="the first attempt")
+        h.client.gate.clear()
+        h.d.observe(hook)
+        h.queue(hook, 1)
+        await wait_for(lambda: len(h.client.sent) == 1, timeout=10, what="the first attempt")
         disabled = view(generation=2, enabled=False).model_copy(update={"ping": "p1"})
-        d.observe(disabled)  # disabled while the first attempt is in flight, and a ping asked for
-        client.gate.set()  # the 503: its retry is due at once (retry_schedule 0)
+        h.d.observe(disabled)  # disabled while the first attempt is in flight, and a ping asked for
+        h.client.gate.set()  # the 503: its retry is due at once (retry_schedule 0)
         await wait_for(
-            lambda: any(p.record.attempts == 1 for p in status(d, hook).pending),
-            timeout=10,
-            what="the 503 recorded",
+            lambda: any(p.record.attempts == 1 for p in h.pending(hook)), timeout=10, what="the 503 recorded"
         )
-        # The worker takes its next step at once; once a flush has stored the status, a retry or a
-        # ping that was not held would have been sent already.
-        await asyncio.wait_for(d._workers[(False, hook.ref)].persisted(), timeout=10)
-        held = status(d, hook)
-        assert len(client.sent) == 1  # neither the retry nor the ping was attempted
-        assert len(held.pending) == 2
-        assert "p-1" in {p.record.payload_id for p in held.pending}
-        assert [p.record.attempts for p in held.pending if p.record.payload_id == "p-1"] == [1]
-        assert "disabled" in ready(d, hook)[2]
+        await wait_for(lambda: h.outcomes().get("p-1") == "Retrying", timeout=10, what="stored as retrying")
+        assert len(h.client.sent) == 1  # neither the retry nor the ping was attempted
+        assert len(h.pending(hook)) == 2
+        assert "disabled" in h.ready(hook)[2]
 
-        d.observe(view(generation=3, enabled=True).model_copy(update={"ping": "p1"}))
-        await wait_for(lambda: len(client.sent) == 3, timeout=10, what="the retry and the ping")
-        await wait_for(lambda: not status(d, hook).pending, timeout=10, what="both delivered")
-        attempts = {r.payload_id: r.attempts for r in status(d, hook).deliveries}
+        h.d.observe(view(generation=3, enabled=True).model_copy(update={"ping": "p1"}))
+        await wait_for(lambda: len(h.client.sent) == 3, timeout=10, what="the retry and the ping")
+        await wait_for(lambda: not h.pending(hook), timeout=10, what="both delivered")
+        await wait_for(lambda: set(h.outcomes().values()) == {"Succeeded"}, timeout=10, what="stored")
+        attempts = {o["spec"]["payloadId"]: o["status"]["attempts"] for o in h.api.of()}
         assert attempts["p-1"] == 2  # the 503, then the retry: nothing lost, nothing counted twice
         assert sorted(attempts.values()) == [1, 2]
     finally:
-        await d.close()
+        await h.d.close()
 
 
-# ---------------------------------------------------------------- item 8: no attempt without the receiver
+# ---------------------------------------------------------------- no attempt without the receiver
 
 
 @pytest.mark.parametrize(
@@ -215,37 +493,34 @@ async def test_disabling_holds_pending_retries_and_pings_and_enabling_resumes_th
     ids=["503", "pool-timeout", "403"],
 )
 async def test_an_unreadable_secret_holds_the_delivery_without_spending_an_attempt(failure: ApiError) -> None:
-    client = Client()
     secrets = Secrets({"creds": failure})
     hook = view(secretRef={"name": "creds"})
-    d = dispatcher(client, Sink(), secrets)
+    h = Harness(secrets=secrets)
     try:
-        queue(d, hook, 1)
-        await wait_for(lambda: ready(d, hook)[1] == "SecretUnreadable", timeout=10, what="Ready=False")
+        h.queue(hook, 1)
+        await wait_for(lambda: h.ready(hook)[1] == "SecretUnreadable", timeout=10, what="Ready=False")
         reads = secrets.reads
         await wait_for(lambda: secrets.reads > reads, timeout=10, what="the Secret read again")
-        [pending] = status(d, hook).pending
+        [pending] = h.pending(hook)
         assert pending.record.attempts == 0
         assert pending.record.outcome is DeliveryOutcome.PENDING
-        assert client.sent == []
-        assert "ns/creds" in ready(d, hook)[2]
+        assert h.client.sent == []
+        assert "ns/creds" in h.ready(hook)[2]
 
         secrets.secrets["creds"] = opted_in(secret="s3cr3t")  # the API server answers again
-        await wait_for(lambda: not status(d, hook).pending, timeout=10, what="the delivery")
-        [record] = status(d, hook).deliveries
-        assert (record.attempts, record.outcome) == (1, DeliveryOutcome.SUCCEEDED)
-        assert client.sent[0].secret == "s3cr3t"
-        assert ready(d, hook)[0] == "True"
+        await wait_for(lambda: h.outcomes() == {"p-1": "Succeeded"}, timeout=10, what="the delivery")
+        [obj] = h.api.of()
+        assert obj["status"]["attempts"] == 1
+        assert h.ready(hook)[0] == "True"
     finally:
-        await d.close()
+        await h.d.close()
 
 
-# ---------------------------------------------------------------- item 9: Secrets opt in
+# ---------------------------------------------------------------- Secrets opt in
 
 
 @pytest.mark.parametrize("field", ["secretRef", "signingSecretRef", "urlSecretRef", "caSecretRef"])
 async def test_a_secret_without_the_opt_in_label_is_not_used(field: str) -> None:
-    client = Client()
     unlabelled = Secret(
         data={"secret": "v", "signingKey": "whsec_" + "A" * 40, "url": "https://x.example", "ca.crt": "x"},
         labels={"app": "payments"},
@@ -255,33 +530,33 @@ async def test_a_secret_without_the_opt_in_label_is_not_used(field: str) -> None
     if field == "urlSecretRef":
         spec["url"] = None
     hook = view(**spec)
-    d = dispatcher(client, Sink(), secrets)
+    h = Harness(secrets=secrets)
     try:
-        queue(d, hook, 1)
-        await wait_for(lambda: ready(d, hook)[1] == "SecretNotAllowed", timeout=10, what="SecretNotAllowed")
-        value, _, message = ready(d, hook)
+        h.queue(hook, 1)
+        await wait_for(lambda: h.ready(hook)[1] == "SecretNotAllowed", timeout=10, what="SecretNotAllowed")
+        value, _, message = h.ready(hook)
         assert value == "False"
         assert f"{field}: Secret ns/creds" in message
         assert f"{SECRET_LABEL}=true" in message
-        assert client.sent == []
-        assert status(d, hook).pending[0].record.attempts == 0
+        assert h.client.sent == []
+        assert h.pending(hook)[0].record.attempts == 0
 
         secrets.secrets["creds"] = Secret(data=unlabelled.data, labels={SECRET_LABEL: "true"})
         if field == "caSecretRef":  # the CA is only checked by a send; reaching it is the point
-            await wait_for(lambda: len(client.sent) == 1, timeout=10, what="the attempt once opted in")
+            await wait_for(lambda: len(h.client.sent) == 1, timeout=10, what="the attempt once opted in")
         else:
-            await wait_for(lambda: not status(d, hook).pending, timeout=10, what="the delivery once opted in")
+            await wait_for(lambda: not h.pending(hook), timeout=10, what="the delivery once opted in")
     finally:
-        await d.close()
+        await h.d.close()
 
 
 @pytest.mark.parametrize("value", ["false", "True", "yes", ""])
 async def test_only_the_exact_label_value_true_opts_in(value: str) -> None:
     secrets = Secrets({"creds": Secret(data={"secret": "v"}, labels={SECRET_LABEL: value})})
     hook = view(secretRef={"name": "creds"})
-    d = dispatcher(Client(), Sink(), secrets)
+    h = Harness(secrets=secrets)
     try:
-        d.observe(hook)
-        await wait_for(lambda: ready(d, hook)[1] == "SecretNotAllowed", timeout=10, what="SecretNotAllowed")
+        h.d.observe(hook)
+        await wait_for(lambda: h.ready(hook)[1] == "SecretNotAllowed", timeout=10, what="SecretNotAllowed")
     finally:
-        await d.close()
+        await h.d.close()

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from herald.events import LEDGER_ANNOTATION, build_event, parse_environment
+from herald.dispatcher import Submission
 from herald.flow import (
     Flow,
     GoneWebhooks,
@@ -284,6 +285,8 @@ class FakeDispatcher:
         self.fail_submits = 0
         self.holds: list[asyncio.Event] = []  # per submit, in order: stored once set
         self.tasks: set[asyncio.Task[None]] = set()
+        self.full: set[str] = set()  # webhooks at their backlog bound
+        self.verified: list[bool] = []  # each submit's verify flag
 
     def now(self) -> datetime.datetime:
         return NOW
@@ -294,15 +297,21 @@ class FakeDispatcher:
     async def forget(self, *, cluster: bool, ref: ObjectRef) -> None:
         self.forgotten.append(ref)
 
-    def submit(self, deliveries: Iterable[tuple[WebhookView, DeploymentEvent]]) -> Awaitable[None]:
+    def submit(
+        self, deliveries: Iterable[tuple[WebhookView, DeploymentEvent]], *, verify: bool = False
+    ) -> Submission:
         if self.fail_submits:
             self.fail_submits -= 1
             raise RuntimeError("dictionary changed size during iteration")
+        self.verified.append(verify)
+        deferred: dict[str, WebhookView] = {}
         for view, notification in deliveries:
-            self.queued.append((view.ref.name, notification.event_type.value))
-        if self.holds:  # stored only once the test sets it
-            return self.holds.pop(0).wait()
-        return asyncio.sleep(0)
+            if view.ref.name in self.full:
+                deferred[view.ref.name] = view
+            else:
+                self.queued.append((view.ref.name, notification.event_type.value))
+        stored: Awaitable[None] = self.holds.pop(0).wait() if self.holds else asyncio.sleep(0)
+        return Submission(deferred=tuple(deferred.values()), stored=stored)
 
     def spawn(self, coro: Awaitable[None], *, name: str) -> None:
         async def run() -> None:
@@ -420,6 +429,48 @@ async def test_any_error_leaves_the_environment_to_be_handled_again() -> None:
     await h.settle()
     assert h.dispatcher.queued == [("local", "DEPLOYMENT_STARTED"), ("local", "DEPLOYMENT_SUCCESSFUL")]
     assert h.ledger.enqueued == [f"{NS}/web"]
+
+
+async def test_a_webhook_at_its_backlog_bound_holds_the_event_until_it_takes_it() -> None:
+    """Back-pressure, not a drop: nothing is recorded while one webhook refuses, the Environment is
+    handled again, and the retry (looked up first: the other webhook has it) completes it."""
+    h = Harness()
+    h.add(hook("calm"))
+    h.add(hook("busy"))
+    h.dispatcher.full = {"busy"}
+    await h.flow.environment(env_body("QUEUED"))
+    assert h.dispatcher.queued == [("calm", "DEPLOYMENT_STARTED")]
+    assert "env-uid" in h.flow.retries
+    assert h.ledger.enqueued == []
+    h.dispatcher.full = set()
+    await h.settle()
+    assert ("busy", "DEPLOYMENT_STARTED") in h.dispatcher.queued
+    assert h.ledger.enqueued == [f"{NS}/web"]
+    assert h.dispatcher.verified[-1] is True
+
+
+def created_at(body: dict[str, Any], when: datetime.datetime) -> dict[str, Any]:
+    body["metadata"]["creationTimestamp"] = when.isoformat().replace("+00:00", "Z")
+    return body
+
+
+@pytest.mark.parametrize(
+    ("age", "verify"),
+    [(datetime.timedelta(hours=-1), True), (datetime.timedelta(hours=1), False)],
+    ids=["predates-herald", "created-since"],
+)
+async def test_deliveries_are_looked_up_only_where_an_earlier_herald_may_have_stored_them(
+    age: datetime.timedelta, verify: bool
+) -> None:
+    h = Harness()
+    h.add(hook("local"))
+    when = datetime.datetime.now(datetime.UTC) + age
+    await h.flow.environment(created_at(env_body("QUEUED"), when))
+    await h.settle()
+    await h.flow.environment(created_at(env_body("DEPLOYED"), when))
+    # The first sight of an Environment older than this process is looked up; a later event of
+    # it, remembered by this process, never is.
+    assert h.dispatcher.verified == [verify, False]
 
 
 async def test_a_newer_version_handled_ends_the_retry() -> None:
