@@ -46,7 +46,12 @@ class FakeApi:
         self.writes.append((verb, name))
 
     async def create(
-        self, plural: str, namespace: str | None, body: Mapping[str, Any], *, backoff: Backoff = DEFAULT_BACKOFF
+        self,
+        plural: str,
+        namespace: str | None,
+        body: Mapping[str, Any],
+        *,
+        backoff: Backoff = DEFAULT_BACKOFF,
     ) -> dict[str, Any]:
         name = body["metadata"]["name"]
         self._write("create", name)

@@ -14,7 +14,13 @@ from typing import Any
 import pytest
 
 from herald.decision import new_record
-from herald.delivery_object import LABEL_OUTCOME, REDELIVER_ANNOTATION, REDELIVERED_ANNOTATION, owner_of, to_object
+from herald.delivery_object import (
+    LABEL_OUTCOME,
+    REDELIVER_ANNOTATION,
+    REDELIVERED_ANNOTATION,
+    owner_of,
+    to_object,
+)
 from herald.dispatcher import SECRET_LABEL, Dispatcher, NotPersisted
 from herald.kube import ApiError, ApiForbidden, ApiServerError, ApiUnreachable, Secret
 from herald.metrics import Metrics
@@ -175,7 +181,9 @@ class Harness:
         return {o["spec"]["payloadId"]: o["status"]["outcome"] for o in self.api.of()}
 
 
-def stored_delivery(hook: WebhookView, n: int, outcome: DeliveryOutcome, *, attempts: int = 0) -> dict[str, Any]:
+def stored_delivery(
+    hook: WebhookView, n: int, outcome: DeliveryOutcome, *, attempts: int = 0
+) -> dict[str, Any]:
     record = new_record(event(n), now=T0).model_copy(update={"outcome": outcome, "attempts": attempts})
     owner = owner_of(hook.ref, uid=hook.uid, cluster=False, home="herald-system")
     return to_object(owner, PendingDelivery(record=record, notification=event(n)))
@@ -282,10 +290,17 @@ async def test_at_the_backlog_bound_events_are_deferred_not_dropped() -> None:
 
 @pytest.mark.parametrize(
     ("outcome", "sent"),
-    [(None, True), (DeliveryOutcome.SUCCEEDED, False), (DeliveryOutcome.FAILED, False), (DeliveryOutcome.RETRYING, True)],
+    [
+        (None, True),
+        (DeliveryOutcome.SUCCEEDED, False),
+        (DeliveryOutcome.FAILED, False),
+        (DeliveryOutcome.RETRYING, True),
+    ],
     ids=["absent", "succeeded", "failed", "retrying"],
 )
-async def test_an_event_derived_again_is_looked_up_before_it_is_sent(outcome: DeliveryOutcome | None, sent: bool) -> None:
+async def test_an_event_derived_again_is_looked_up_before_it_is_sent(
+    outcome: DeliveryOutcome | None, sent: bool
+) -> None:
     hook = view()
     api = FakeApi()
     if outcome is not None:
@@ -309,7 +324,9 @@ async def test_an_event_derived_again_is_looked_up_before_it_is_sent(outcome: De
 async def test_pending_delivery_objects_are_resumed_after_a_restart() -> None:
     hook = view()
     api = FakeApi()
-    for n, outcome in enumerate((DeliveryOutcome.PENDING, DeliveryOutcome.RETRYING, DeliveryOutcome.SUCCEEDED)):
+    for n, outcome in enumerate(
+        (DeliveryOutcome.PENDING, DeliveryOutcome.RETRYING, DeliveryOutcome.SUCCEEDED)
+    ):
         api.add(stored_delivery(hook, n, outcome, attempts=n))
     h = Harness(api=api)
     try:
@@ -350,7 +367,9 @@ async def test_a_herald_0_1_status_becomes_delivery_objects_and_is_cleared_after
         h.api.failure = None
         await wait_for(lambda: len(h.api.of()) == 2, timeout=40, what="two Delivery objects")
         await wait_for(lambda: h.client.sent == ["p-1"], timeout=10, what="the pending one sent")
-        await wait_for(lambda: h.outcomes() == {"p-1": "Succeeded", "p-2": "Failed"}, timeout=10, what="stored")
+        await wait_for(
+            lambda: h.outcomes() == {"p-1": "Succeeded", "p-2": "Failed"}, timeout=10, what="stored"
+        )
         await wait_for(lambda: bool(h.sink.patches), timeout=10, what="the status rewritten")
         assert h.sink.patches[0]["pending"] is None and h.sink.patches[0]["sent"] is None
         assert h.status(hook).counters.delivered == 6  # the 0.1 counters carry on
@@ -431,15 +450,17 @@ async def test_finished_deliveries_are_pruned_to_the_count_and_pending_ones_neve
 async def test_a_scan_deletes_finished_deliveries_past_their_age() -> None:
     hook = view()
     api = FakeApi()
-    for n, outcome in enumerate((DeliveryOutcome.SUCCEEDED, DeliveryOutcome.RETRYING, DeliveryOutcome.FAILED)):
+    for n, outcome in enumerate(
+        (DeliveryOutcome.SUCCEEDED, DeliveryOutcome.RETRYING, DeliveryOutcome.FAILED)
+    ):
         obj = stored_delivery(hook, n, outcome)
         obj["metadata"]["creationTimestamp"] = "2020-01-01T00:00:00Z"
         api.add(obj)
     api.add(stored_delivery(hook, 3, DeliveryOutcome.SUCCEEDED))  # created just now (by the fake)
     h = Harness(api=api)
-    h.api.objects[next(iter(k for k in h.api.objects if k[2].endswith(h.api.of()[-1]["metadata"]["name"][-12:])))][
-        "metadata"
-    ]["creationTimestamp"] = datetime.datetime.now(datetime.UTC).isoformat()
+    h.api.objects[
+        next(iter(k for k in h.api.objects if k[2].endswith(h.api.of()[-1]["metadata"]["name"][-12:])))
+    ]["metadata"]["creationTimestamp"] = datetime.datetime.now(datetime.UTC).isoformat()
     try:
         await h.d.retention.scan()
         assert sorted(h.outcomes()) == ["p-1", "p-3"]  # the pending one stays, however old
