@@ -450,7 +450,7 @@ class KubeClient:
         """
         call = find(_HERALD, plural, "watch")
         params = {
-            "watch": "true",  # what client-go sends; the server reads "1" the same way
+            "watch": "true",  # client-go's spelling: kube-apiserver reads "1" alike, kmock only this
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout_seconds),
         }
