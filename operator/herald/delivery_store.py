@@ -48,7 +48,15 @@ from herald.metrics import Metrics
 from herald.models import DeliveryOutcome, PendingDelivery
 from herald.settings import Settings
 
-__all__ = ["FLUSH_GRACE", "DeliveryApi", "DeliveryStore", "Key", "NotPersisted", "RedeliverWatch", "Retention"]
+__all__ = [
+    "FLUSH_GRACE",
+    "DeliveryApi",
+    "DeliveryStore",
+    "Key",
+    "NotPersisted",
+    "RedeliverWatch",
+    "Retention",
+]
 
 logger = logging.getLogger("herald.deliveries")
 

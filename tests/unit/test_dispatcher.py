@@ -275,12 +275,16 @@ async def test_at_the_backlog_bound_events_are_deferred_not_dropped() -> None:
         await refused.stored
         again = h.d.submit([(hook, event(3))])
         assert again.deferred
+        await again.stored
         assert [reason for reason, _ in h.posted].count("BacklogFull") == 1  # said once per spell
         assert h.status(hook).counters.deferred == 2
         h.client.gate.set()
         await wait_for(lambda: not h.pending(hook), timeout=10, what="the backlog drained")
-        assert h.d.submit([(hook, event(2))]).deferred == ()  # taken once there is room
+        taken = h.d.submit([(hook, event(2))])
+        assert taken.deferred == ()  # taken once there is room
+        await taken.stored
         await wait_for(lambda: "p-2" in h.client.sent, timeout=10, what="the deferred event sent")
+        await asyncio.gather(*(s.stored for s in first))
     finally:
         await h.d.close()
 
@@ -356,7 +360,10 @@ def legacy_status(hook: WebhookView) -> dict[str, Any]:
     }
 
 
-async def test_a_herald_0_1_status_becomes_delivery_objects_and_is_cleared_after() -> None:
+async def test_a_herald_0_1_status_becomes_delivery_objects_and_is_cleared_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("herald.delivery_store.REFUSED_DELAY", 0.1)
     hook = view()
     h = Harness()
     h.api.failure = ApiServerError("not yet", status=503)
@@ -365,7 +372,7 @@ async def test_a_herald_0_1_status_becomes_delivery_objects_and_is_cleared_after
         await asyncio.sleep(0.3)  # a summary patch would be due by now: it must wait for the objects
         assert h.sink.patches == []
         h.api.failure = None
-        await wait_for(lambda: len(h.api.of()) == 2, timeout=40, what="two Delivery objects")
+        await wait_for(lambda: len(h.api.of()) == 2, timeout=10, what="two Delivery objects")
         await wait_for(lambda: h.client.sent == ["p-1"], timeout=10, what="the pending one sent")
         await wait_for(
             lambda: h.outcomes() == {"p-1": "Succeeded", "p-2": "Failed"}, timeout=10, what="stored"
@@ -436,7 +443,7 @@ async def test_finished_deliveries_are_pruned_to_the_count_and_pending_ones_neve
     h = Harness(settings=settings)
     hook = view()
     try:
-        for n in range(12):
+        for n in range(2 * h.d.retention.slack):  # swept every `slack` finished deliveries
             await asyncio.wait_for(h.d.submit([(hook, event(n))]).stored, timeout=10)
         h.client.gate.clear()
         await asyncio.wait_for(h.d.submit([(hook, event(99))]).stored, timeout=10)  # stays pending
@@ -579,5 +586,58 @@ async def test_only_the_exact_label_value_true_opts_in(value: str) -> None:
     try:
         h.d.observe(hook)
         await wait_for(lambda: h.ready(hook)[1] == "SecretNotAllowed", timeout=10, what="SecretNotAllowed")
+    finally:
+        await h.d.close()
+
+
+# ---------------------------------------------------------------- the summary across restarts
+
+
+async def test_a_restart_on_a_current_status_writes_nothing() -> None:
+    """A failover with thousands of webhooks must not rewrite thousands of statuses."""
+    hook = view()
+    first = Harness()
+    try:
+        await asyncio.wait_for(first.d.submit([(hook, event(1))]).stored, timeout=10)
+        await wait_for(
+            lambda: bool(first.sink.patches) and first.sink.patches[-1]["counters"]["delivered"] == 1,
+            timeout=10,
+            what="the delivery summed up",
+        )
+    finally:
+        await first.d.close()
+    persisted = first.sink.patches[-1]
+    assert {c["type"]: c["reason"] for c in persisted["conditions"]}["Ready"] == "Delivered"
+
+    second = Harness(api=first.api)
+    try:
+        second.d.observe(hook, status=persisted)
+        await wait_for(lambda: not second.d._background, timeout=10, what="the webhook validated")
+        assert second.sink.patches == []
+    finally:
+        await second.d.close()
+
+
+async def test_removing_an_annotation_lets_the_same_value_be_asked_for_again() -> None:
+    h = Harness()
+    hook = view()
+    try:
+        h.d.observe(hook.model_copy(update={"ping": "1"}))
+        await wait_for(lambda: len(h.client.sent) == 1, timeout=10, what="the ping")
+        ping_id = h.client.sent[0]
+        await wait_for(lambda: h.outcomes() == {ping_id: "Succeeded"}, timeout=10, what="the ping stored")
+        asked = hook.model_copy(update={"ping": "1", "redeliver": ping_id})
+        h.d.observe(asked)
+        await wait_for(lambda: len(h.client.sent) == 2, timeout=10, what="the redelivery")
+        h.d.observe(asked)  # the same values again: acted on once
+        h.d.observe(hook)  # both annotations removed
+        assert (h.status(hook).handled_ping, h.status(hook).handled_redeliver) == (None, None)
+        h.d.observe(hook.model_copy(update={"ping": "1"}))  # set again: acted on again
+        await wait_for(lambda: len(h.client.sent) == 3, timeout=10, what="a second ping")
+        await wait_for(lambda: not h.pending(hook), timeout=10, what="the second ping finished")
+        h.d.observe(asked)
+        await wait_for(lambda: len(h.client.sent) == 4, timeout=10, what="a second redelivery")
+        assert h.client.sent == [ping_id] * 4  # one payload id: ping, redelivery, ping, redelivery
+        assert len(h.api.of()) == 1  # one Delivery object for it throughout
     finally:
         await h.d.close()
