@@ -330,6 +330,33 @@ class Emulator:
                 return None if obj.deleted else dict(obj.raw)
         return None
 
+    def delivery_log(self, webhook: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """A webhook's Delivery objects as records (spec and status side by side), most recently
+        changed first; ``namespace`` None: a ClusterWebhook's, wherever they live."""
+        records = []
+        for (resource, ns, _), obj in self.kmock.objects.items():
+            raw = dict(obj.raw)
+            spec = raw.get("spec") or {}
+            if resource.plural != "deliveries" or obj.deleted or (spec.get("webhook") or {}).get("name") != webhook:
+                continue
+            if (namespace is None) != ((spec.get("webhook") or {}).get("kind") == "ClusterWebhook") or (
+                namespace is not None and ns != namespace
+            ):
+                continue
+            status = raw.get("status") or {}
+            env = spec.get("environment") or {}
+            records.append(
+                {
+                    **{k: spec.get(k) for k in ("payloadId", "event", "deploymentId", "createdAt")},
+                    "environment": f"{env.get('namespace')}/{env.get('name')}",
+                    "name": (raw.get("metadata") or {}).get("name"),
+                    **status,
+                    "time": max(str(status.get(k) or "") for k in ("finishedAt", "lastAttemptAt"))
+                    or spec.get("createdAt"),
+                }
+            )
+        return sorted(records, key=lambda r: (str(r["time"]), str(r["createdAt"])), reverse=True)
+
     def watches(self) -> int:
         """How many watch requests on Herald's resources the emulator has served so far."""
         return sum(

@@ -16,7 +16,7 @@ from .operator_process import OperatorProcess
 
 
 def deliveries(emu: Emulator, name: str) -> list[dict]:  # type: ignore[type-arg]
-    return list(status_of(emu, "Webhook", NS, name).get("deliveries", []))
+    return emu.delivery_log(name, NS)
 
 
 async def test_503_three_times_then_200(emu: Emulator, receiver: Receiver, operator: Runtime) -> None:

@@ -43,7 +43,7 @@ def signing_key() -> str:
 
 
 def deliveries(emu: Emulator, name: str, *, namespace: str = NS) -> list[dict[str, Any]]:
-    return list(status_of(emu, "Webhook", namespace, name).get("deliveries", []))
+    return emu.delivery_log(name, namespace)
 
 
 def attempts_counted(metrics: Metrics, result: str) -> float:

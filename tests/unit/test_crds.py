@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from herald import models
+from herald.decision import ATTEMPT_LOG_LIMIT
 from herald.models import (
     CONTENT_TYPE_PATTERN,
     DEFAULT_CA_KEY,
@@ -93,7 +94,6 @@ from herald.models import (
     WebhookSpec,
 )
 from herald.sources import decide, status_patch
-from herald.decision import ATTEMPT_LOG_LIMIT
 from herald.status import Pause, PauseReason, parse_webhook
 
 ROOT = Path(__file__).resolve().parents[2]

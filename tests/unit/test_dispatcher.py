@@ -378,7 +378,7 @@ async def test_a_herald_0_1_status_becomes_delivery_objects_and_is_cleared_after
             lambda: h.outcomes() == {"p-1": "Succeeded", "p-2": "Failed"}, timeout=10, what="stored"
         )
         await wait_for(lambda: bool(h.sink.patches), timeout=10, what="the status rewritten")
-        assert h.sink.patches[0]["pending"] is None and h.sink.patches[0]["sent"] is None
+        assert (h.sink.patches[0]["pending"], h.sink.patches[0]["sent"]) == (None, None)
         assert h.status(hook).counters.delivered == 6  # the 0.1 counters carry on
     finally:
         await h.d.close()

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from herald.events import LEDGER_ANNOTATION, build_event, parse_environment
 from herald.dispatcher import Submission
+from herald.events import LEDGER_ANNOTATION, build_event, parse_environment
 from herald.flow import (
     Flow,
     GoneWebhooks,
