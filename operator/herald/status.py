@@ -169,13 +169,13 @@ def legacy_deliveries(raw: Any) -> tuple[PendingDelivery, ...]:
         return ()
     found: dict[str, PendingDelivery] = {}
     records: dict[str, DeliveryRecord] = {}
-    for item in raw.get("deliveries") or ():
+    for item in _items(raw, "deliveries"):
         try:
             record = DeliveryRecord.model_validate(item)
         except ValidationError:
             continue
         records.setdefault(record.payload_id, record)
-    for item in raw.get("sent") or ():
+    for item in _items(raw, "sent"):
         try:
             event = DeploymentEvent.model_validate(item)
         except ValidationError:
@@ -183,13 +183,19 @@ def legacy_deliveries(raw: Any) -> tuple[PendingDelivery, ...]:
         kept = records.get(event.payload_id)
         if kept is not None and kept.outcome not in (DeliveryOutcome.PENDING, DeliveryOutcome.RETRYING):
             found[event.payload_id] = PendingDelivery(record=kept, notification=event)
-    for item in raw.get("pending") or ():
+    for item in _items(raw, "pending"):
         try:
             pending = PendingDelivery.model_validate(item)
         except ValidationError:
             continue
         found[pending.record.payload_id] = pending  # pending wins: it still has to be sent
     return tuple(found.values())
+
+
+def _items(raw: Mapping[str, Any], key: str) -> list[Any]:
+    """A legacy array; anything else that got into the status (a schema-less cluster) holds nothing."""
+    value = raw.get(key)
+    return value if isinstance(value, list) else []
 
 
 def handled_token(value: str) -> str:
