@@ -4,6 +4,7 @@ as a table of (record and run before, attempt result) -> Decision."""
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -89,7 +90,7 @@ class Case:
     name: str
     result: AttemptResult
     outcome: DeliveryOutcome
-    notices: list[tuple[str, ...]]
+    notices: Sequence[tuple[str, ...]]
     attempts_before: int = 0
     run: FailureRun = field(default_factory=FailureRun)
     pause: PauseReason | None = None

@@ -414,7 +414,8 @@ def test_an_unhandled_redeliver_request_is_reported(annotations: Any, asked: str
 
 
 def _spoiled(patch: dict[str, Any]) -> dict[str, Any]:
-    return merge_patch(as_stored(to_object(webhook(), delivery())), patch)
+    spoiled: dict[str, Any] = merge_patch(as_stored(to_object(webhook(), delivery())), patch)
+    return spoiled
 
 
 GARBAGE = [
