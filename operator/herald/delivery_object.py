@@ -106,7 +106,7 @@ def label_value(text: str) -> str:
     """``text`` as a label value: as it is when it fits, else a prefix and a digest of the whole."""
     if len(text) <= _LABEL_MAX:
         return text
-    return f"{text[:50].rstrip('-_.')}-{_digest(text)}"
+    return f"{text[:50]}-{_digest(text)}"  # the contract's formula: valid for any object name
 
 
 def delivery_name(owner: Owner, payload_id: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import enum
 import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -60,8 +61,8 @@ REDELIVER_ANNOTATION = "herald.dev/redeliver"
 ENABLE_ANNOTATION = "herald.dev/enable"
 # What a status may weigh, whatever the payloads and errors (a test holds every status to it).
 STATUS_BUDGET = 8 * 1024
-MESSAGE_LIMIT = 1024  # characters of a condition message or an error kept on the status
-_TOKEN_LIMIT = 128  # an annotation value longer than this is remembered by its digest
+MESSAGE_LIMIT = 1024  # bytes of JSON a condition message or an error takes on the status
+_TOKEN_LIMIT = 128  # an annotation value taking more is remembered by its digest
 # Herald 0.1 kept its queue on the status; read once for migration, then cleared.
 LEGACY_FIELDS = ("pending", "sent", "deliveries")
 
@@ -169,13 +170,13 @@ def legacy_deliveries(raw: Any) -> tuple[PendingDelivery, ...]:
         return ()
     found: dict[str, PendingDelivery] = {}
     records: dict[str, DeliveryRecord] = {}
-    for item in raw.get("deliveries") or ():
+    for item in _items(raw, "deliveries"):
         try:
             record = DeliveryRecord.model_validate(item)
         except ValidationError:
             continue
         records.setdefault(record.payload_id, record)
-    for item in raw.get("sent") or ():
+    for item in _items(raw, "sent"):
         try:
             event = DeploymentEvent.model_validate(item)
         except ValidationError:
@@ -183,7 +184,7 @@ def legacy_deliveries(raw: Any) -> tuple[PendingDelivery, ...]:
         kept = records.get(event.payload_id)
         if kept is not None and kept.outcome not in (DeliveryOutcome.PENDING, DeliveryOutcome.RETRYING):
             found[event.payload_id] = PendingDelivery(record=kept, notification=event)
-    for item in raw.get("pending") or ():
+    for item in _items(raw, "pending"):
         try:
             pending = PendingDelivery.model_validate(item)
         except ValidationError:
@@ -192,11 +193,33 @@ def legacy_deliveries(raw: Any) -> tuple[PendingDelivery, ...]:
     return tuple(found.values())
 
 
+def _items(raw: Mapping[str, Any], key: str) -> list[Any]:
+    """A legacy array; anything else that got into the status (a schema-less cluster) holds nothing."""
+    value = raw.get(key)
+    return value if isinstance(value, list) else []
+
+
 def handled_token(value: str) -> str:
     """How the status remembers an annotation value it acted on: as it is, or by its digest."""
-    if len(value) <= _TOKEN_LIMIT:
+    if _json_size(value) <= _TOKEN_LIMIT:
         return value
     return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+
+
+def _json_size(text: str) -> int:
+    """Bytes ``text`` takes in JSON escaped to ASCII: the most any encoder writes (a character
+    counts up to 12, a control character 6), so a bound on it holds however the status is sent."""
+    return len(json.dumps(text)) - 2
+
+
+def _clip(text: str) -> str:
+    """``text`` cut to at most ``MESSAGE_LIMIT`` bytes of JSON, so the status stays in its budget."""
+    size = 0
+    for end, char in enumerate(text[:MESSAGE_LIMIT]):
+        size += _json_size(char)
+        if size > MESSAGE_LIMIT:
+            return text[:end]
+    return text[:MESSAGE_LIMIT]
 
 
 def last_delivery(name: str, record: DeliveryRecord) -> LastDelivery:
@@ -208,7 +231,7 @@ def last_delivery(name: str, record: DeliveryRecord) -> LastDelivery:
         outcome=record.outcome,
         attempts=record.attempts,
         http_status=record.http_status,
-        error=None if record.error is None else record.error[:MESSAGE_LIMIT],
+        error=None if record.error is None else _clip(record.error),
         time=record.time,
     )
 
@@ -290,7 +313,7 @@ def set_condition(
 ) -> WebhookStatus:
     """Set one condition; ``lastTransitionTime`` moves only when the status value changes."""
     old = next((c for c in status.conditions if c.type == type_), None)
-    message = message[:MESSAGE_LIMIT]
+    message = _clip(message)
     if old is not None and (old.status, old.reason, old.message, old.observed_generation) == (
         value,
         reason,
@@ -303,7 +326,7 @@ def set_condition(
         type=type_,
         status=value,
         reason=reason,
-        message=message[:MESSAGE_LIMIT],
+        message=message,
         last_transition_time=since,
         observed_generation=generation,
     )
