@@ -21,13 +21,12 @@ from standardwebhooks.webhooks import Webhook
 
 from herald import delivery
 from herald.delivery import (
-    AttemptResult,
     DeliveryClient,
     EgressDenied,
     OutgoingRequest,
     PolicedNetworkBackend,
 )
-from herald.retry import Verdict
+from herald.retry import AttemptResult, Verdict
 from herald.settings import Settings
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
