@@ -73,7 +73,8 @@ def load_manifests(folder: pathlib.Path) -> list[dict[str, Any]]:
 
 
 class _Server(kmock.KubernetesEmulator):
-    """kmock, plus what of a real API server Herald's tests rely on: ``generateName`` (kopf names
+    """kmock, plus what of a real API server Herald's tests rely on: ``creationTimestamp``,
+    ``generateName`` (kopf names
     its Events that way), ``stringData`` on Secrets, ``labelSelector`` on lists and watches, and
     lists in pages (``limit`` and ``continue``, in the API server's namespace/name order)."""
 
@@ -81,6 +82,7 @@ class _Server(kmock.KubernetesEmulator):
         data = request.data if isinstance(request.data, dict) else None
         if request.action == kmock.action.CREATE and data is not None:
             meta = data.setdefault("metadata", {})
+            meta.setdefault("creationTimestamp", _now())
             if not meta.get("name") and meta.get("generateName"):
                 meta["name"] = f"{meta['generateName']}{next(_names):08x}"
             if data.get("kind") == "Secret" and data.get("stringData"):
@@ -125,6 +127,10 @@ class _Server(kmock.KubernetesEmulator):
                     seen.discard(key)
                 if was or now:
                     yield {**event, "type": "MODIFIED" if was and now else "ADDED" if now else "DELETED"}
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _bad_request(message: str) -> kmock.KubernetesError:
