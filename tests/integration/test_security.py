@@ -451,9 +451,8 @@ async def test_denied_address_pauses_until_the_spec_changes(
         await wait_for(lambda: reason_is(emu, "denied", "EgressDenied"), timeout=10, what="Ready=False")
         await wait_for(lambda: len(allowed.on("/witness")) == 3, timeout=10, what="the witness's retries")
 
-        live = runtime.dispatcher.status_of(cluster=False, ref=ObjectRef(namespace=NS, name="denied"))
-        assert live is not None
-        assert [p.record.attempts for p in live.pending] == [1]
+        live = runtime.dispatcher.pending_of(cluster=False, ref=ObjectRef(namespace=NS, name="denied"))
+        assert [p.record.attempts for p in live] == [1]
         assert attempts_counted(metrics, "EgressDenied") == 1
         ready = condition(emu, "Webhook", NS, "denied")
         assert ready["status"] == "False"
@@ -593,6 +592,9 @@ async def test_private_ca_from_a_secret(
         record = deliveries(emu, "tls")[0]
         assert record["error"].startswith("TLSError: certificate verify failed"), record
         assert record["outcome"] == "Retrying"
+        await wait_for(
+            lambda: bool(condition(emu, "Webhook", NS, "tls", "Degraded")), timeout=10, what="Degraded"
+        )
         degraded = condition(emu, "Webhook", NS, "tls", "Degraded")
         assert degraded["status"] == "True"
         assert "TLSError" in degraded["message"]
