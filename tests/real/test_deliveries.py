@@ -417,15 +417,16 @@ async def test_a_burst_of_1000_events_to_a_healthy_receiver_arrives_in_full_once
 async def test_a_burst_of_1000_events_to_a_rate_limited_receiver_loses_nothing(
     installed: ControlPlane, api: Api, namespace: str, sink: Sink, start_herald: Start
 ) -> None:
-    """The receiver takes 50 requests a second (burst 50) and answers the rest 429 with
-    ``Retry-After: 1``; Herald holds the webhook for that second each time, and retries."""
-    sink.answer = TokenBucket(rate=50, burst=50)
+    """The receiver takes 20 requests a second, 10 at once, and answers the rest 429 with
+    ``Retry-After: 1``; Herald holds the webhook for that second each time, and retries. The
+    Environments move in step, so events come in waves of 50: each wave is throttled."""
+    sink.answer = TokenBucket(rate=20, burst=10)
     wall, status = await _burst_in_full(
         installed, api, namespace, sink, start_herald, HERALD_RETRY_SCHEDULE=",".join(["1"] * 20)
     )
     throttled = sum(1 for g in sink.got if g.status == 429)
     print(
-        f"1,000 events to a receiver limited to 50/s: {wall:.1f} s, {throttled} answers 429, "
+        f"1,000 events to a receiver limited to 20/s: {wall:.1f} s, {throttled} answers 429, "
         f"counters {status['counters']}"
     )
     assert throttled > 0  # the receiver did push back
