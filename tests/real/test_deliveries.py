@@ -602,12 +602,17 @@ async def test_sigkill_at_random_moments_of_a_burst_loses_nothing(
     )
     for p, times in duplicates.items():
         gens = [generation(t) for t in sorted(times)]
+        story = (
+            f"received at {[round(t - began, 2) for t in sorted(times)]} s, kills at "
+            f"{[(round(k.killed_at - began, 2), round(k.restarted_at - began, 2)) for k in kills]} s, "
+            f"seen Succeeded at {round(watch.seen.get(p, began) - began, 2)} s"
+        )
         for before, after in itertools.pairwise(gens):
-            assert after > before, f"{p} was sent twice by one Herald process (generation {before})"
+            assert after > before, f"{p} was sent twice by one Herald process (generation {before}): {story}"
             stored_at = watch.seen.get(p)
             kill = kills[after - 1]
             assert stored_at is None or stored_at >= kill.killed_at, (
-                f"{p} was sent again after kill {after} though its success was stored before it"
+                f"{p} was sent again after kill {after} though its success was stored before it: {story}"
             )
     assert len(duplicates) <= sum(at_risk)
 
