@@ -129,6 +129,8 @@ class _Entry:
     version: int = 0  # bumped by every put
     written: int = -1  # the version last stored
     queued: bool = False
+    writing: bool = False  # a writer holds it: nobody else may write it meanwhile
+    again: bool = False  # queued while being written: queue it once that write is over
     lost: bool = False  # Herald stopped before it was created
     stored: asyncio.Event = field(default_factory=asyncio.Event)  # set once settled
 
@@ -196,6 +198,9 @@ class DeliveryStore:
         entry = self._entries.get(key)
         if entry is None or entry.queued or entry.written >= entry.version:
             return
+        if entry.writing:  # two writers at once could store an older state last
+            entry.again = True
+            return
         entry.queued = True
         self._ready.append(key)
         self._wake.set()
@@ -252,12 +257,17 @@ class DeliveryStore:
             if entry is None:
                 continue
             entry.queued = False
+            entry.writing = True
             try:
                 await self._write(key, entry)
             except Exception:  # a bug must not stop the other deliveries' writes
                 logger.exception("storing Delivery %s/%s failed", *key)
                 self._retry_later(key)
             finally:
+                entry.writing = False
+                if entry.again:
+                    entry.again = False
+                    self._queue(key)
                 self._progress.set()
 
     def _retry_later(self, key: Key) -> None:
