@@ -530,8 +530,8 @@ class _Worker:
 
     def _next_due(self) -> tuple[PendingDelivery | None, float | None]:
         """The delivery to attempt now, or how long to wait for the next one (None: until woken)."""
-        if self.status.pause is not None or self._held():
-            return None, None
+        if self.status.pause is not None or self._held() or self._verifying:
+            return None, None  # a delivery being looked up may be due before any queued one
         first = self.queue.first()
         if first is None:
             return None, None

@@ -29,6 +29,7 @@ class DueQueue:
         self._heap: list[tuple[datetime.datetime, datetime.datetime, int, str]] = []
         self._order = itertools.count()
         self._live: dict[str, int] = {}  # payload_id -> the heap entry that counts
+        self._created: list[tuple[datetime.datetime, str]] = []  # for ``oldest``, lazily cleaned
 
     def __len__(self) -> int:
         return len(self._items)
@@ -46,6 +47,9 @@ class DueQueue:
         """Add a delivery, or replace the one with its payload_id (a retry moves it back)."""
         payload_id = delivery.record.payload_id
         seq = next(self._order)
+        queued = self._items.get(payload_id)
+        if queued is None or queued.notification.created_at != delivery.notification.created_at:
+            heapq.heappush(self._created, (delivery.notification.created_at, payload_id))
         self._items[payload_id] = delivery
         self._live[payload_id] = seq
         heapq.heappush(self._heap, (*due(delivery), seq, payload_id))
@@ -64,6 +68,16 @@ class DueQueue:
             heapq.heappop(heap)  # replaced or removed
         return self._items[heap[0][3]] if heap else None
 
+    def _current(self, created_at: datetime.datetime, payload_id: str) -> bool:
+        queued = self._items.get(payload_id)
+        return queued is not None and queued.notification.created_at == created_at
+
     def oldest(self) -> datetime.datetime | None:
         """When the oldest unfinished delivery was created."""
-        return min((d.notification.created_at for d in self._items.values()), default=None)
+        created = self._created
+        while created and not self._current(*created[0]):
+            heapq.heappop(created)  # removed or replaced since
+        if len(created) > 2 * len(self._items) + 64:  # removed and queued again: rebuild
+            self._created = created = [(d.notification.created_at, p) for p, d in self._items.items()]
+            heapq.heapify(created)
+        return created[0][0] if created else None

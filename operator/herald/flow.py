@@ -474,6 +474,10 @@ class Flow:
         ledger = self.ledgers.merged(uid, persisted)
         new_events = derive_events(deployment, ledger)
         if not new_events:
+            if self.ledgers.get(uid) is None:
+                # Seen with nothing to notify: whatever it derives later happened in this
+                # process's watch, so no earlier Herald can have stored it (no lookup then).
+                self.ledgers.remember(uid, ledger)
             return
         now = self._dispatcher.now()
         notifications = [

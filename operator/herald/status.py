@@ -214,6 +214,8 @@ def _json_size(text: str) -> int:
 
 def _clip(text: str) -> str:
     """``text`` cut to at most ``MESSAGE_LIMIT`` bytes of JSON, so the status stays in its budget."""
+    if _json_size(text) <= MESSAGE_LIMIT:  # nearly always: one encoding, no walk
+        return text
     size = 0
     for end, char in enumerate(text[:MESSAGE_LIMIT]):
         size += _json_size(char)
