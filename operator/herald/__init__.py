@@ -8,7 +8,8 @@ imports only from layers below its own; modules of one layer do not import each 
 3. ``handlers`` (kopf's callbacks translated into the flow)
 4. ``source_handlers`` (kopf side of the Environment sources) | ``flow`` (a deployment event's way)
 5. ``dispatcher`` (per-webhook workers) | ``ledger`` (the notified annotation)
-6. ``delivery_store`` (Delivery objects: writes, retention, the redeliver watch)
+6. ``delivery_store`` (Delivery objects: writes, retention, the redeliver watch) |
+   ``credentials`` (a webhook's Secrets, opted in and cached) | ``status_writer`` (the summary)
 7. ``delivery`` (receivers' HTTP) | ``kube`` (the API client) | ``leader`` | ``metrics`` |
    ``index`` | ``heap`` | ``cluster_events``
 8. the pure core: ``decision`` (what an attempt means) | ``delivery_object`` (a delivery as its

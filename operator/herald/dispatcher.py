@@ -31,9 +31,10 @@ import hashlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from herald import ratelimit
+from herald.credentials import SecretCache, SecretProblem, SecretSource, Target
 from herald.decision import SECRET_REASONS, FailureRun, PostEvent, SetCondition, decide, new_record
 from herald.delivery import DeliveryClient, OutgoingRequest
 from herald.delivery_object import (
@@ -46,22 +47,19 @@ from herald.delivery_object import (
 from herald.delivery_store import DeliveryApi, DeliveryStore, Key, NotPersisted, Retention
 from herald.due import DueQueue
 from herald.events import ping_event
-from herald.kube import ApiError, Secret
+from herald.kube import ApiError
 from herald.metrics import Metrics
 from herald.models import (
-    PREVIOUS_SIGNING_KEY,
     DeliveryOutcome,
     DeploymentEvent,
     ObjectRef,
     PendingDelivery,
-    SecretRef,
     WebhookSpec,
 )
 from herald.payloads import RenderError, format_for
 from herald.redact import redact_url, scrub
 from herald.retry import AttemptResult, Verdict
 from herald.settings import Settings
-from herald.signing import signing_key_error
 from herald.status import (
     LEGACY_FIELDS,
     Pause,
@@ -74,50 +72,18 @@ from herald.status import (
     legacy_deliveries,
     parse_status,
     set_condition,
-    to_patch,
 )
+from herald.status_writer import StatusSink, StatusWriter
 
-__all__ = [
-    "SECRET_LABEL",
-    "Dispatcher",
-    "EventPoster",
-    "NotPersisted",
-    "SecretProblem",
-    "StatusSink",
-    "Submission",
-]
+__all__ = ["Dispatcher", "EventPoster", "NotPersisted", "Submission"]
 
 logger = logging.getLogger("herald.dispatcher")
 
-# The first status patch after a quiet spell waits this long, so a burst is summed up once.
-FLUSH_GRACE = 0.2
-# Herald reads only the Secrets that opt in with this label set to "true": whoever may create a
-# webhook must not be able to have any Secret of a namespace sent to a URL of their choice.
-SECRET_LABEL = "herald.dev/webhook-secret"
 VERIFY_READS = 8  # lookups of possibly stored deliveries in flight per webhook
-
-
-class StatusSink(Protocol):
-    async def patch_status(
-        self, *, plural: str, namespace: str | None, name: str, status: Callable[[], Mapping[str, Any]]
-    ) -> None: ...
-
-
-class SecretSource(Protocol):
-    async def read_secret(self, namespace: str, name: str) -> Secret | None: ...
 
 
 # (object's apiVersion/kind/metadata, event type Normal|Warning, reason, message)
 EventPoster = Callable[[Mapping[str, Any], str, str, str], None]
-
-
-class SecretProblem(Exception):
-    """A referenced Secret or key is missing or unusable; ``reason`` is the condition reason."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,75 +92,6 @@ class Submission:
 
     deferred: tuple[WebhookView, ...]  # at their backlog bound: nothing queued for them
     stored: Awaitable[None]  # completes once the queued ones' Delivery objects exist
-
-
-@dataclasses.dataclass(frozen=True)
-class _Target:
-    url: str
-    secret: str | None
-    signing_keys: tuple[str, ...]
-    ca_pem: str | None
-
-    def secrets(self) -> tuple[str, ...]:
-        values = (self.secret, *self.signing_keys, self.url)
-        return tuple(v for v in values if v)
-
-
-class _SecretCache:
-    """Secrets read on demand and kept ``ttl`` seconds: rotation needs no restart, and the hot path
-    makes no API call for a webhook delivered to recently."""
-
-    def __init__(self, source: SecretSource, *, ttl: float, clock: Callable[[], float]) -> None:
-        self._source = source
-        self._ttl = ttl
-        self._clock = clock
-        # A Secret that does not opt in is kept without its data; a failed read is not kept.
-        self._entries: dict[tuple[str, str], tuple[float, Secret | None]] = {}
-
-    async def _read(self, namespace: str, name: str, field: str) -> Secret | None:
-        try:
-            secret = await self._source.read_secret(namespace, name)
-        except ApiError as exc:  # the client already retried what was transient
-            raise SecretProblem(
-                "SecretUnreadable", f"{field}: cannot read Secret {namespace}/{name}: {exc}"
-            ) from exc
-        if secret is not None and secret.labels.get(SECRET_LABEL) != "true":
-            secret = Secret(data={}, labels=secret.labels)
-        return secret
-
-    async def value(self, ref: SecretRef, *, namespace: str, field: str) -> str:
-        key = (namespace, ref.name)
-        now = self._clock()
-        cached = self._entries.get(key)
-        if cached is None or now - cached[0] > self._ttl:
-            cached = (now, await self._read(namespace, ref.name, field))
-            self._entries[key] = cached
-            if len(self._entries) > 4096:  # bounded: drop the oldest half
-                for old in sorted(self._entries, key=lambda k: self._entries[k][0])[:2048]:
-                    del self._entries[old]
-        secret = cached[1]
-        if secret is None:
-            raise SecretProblem("SecretNotFound", f"{field}: Secret {namespace}/{ref.name} not found")
-        if secret.labels.get(SECRET_LABEL) != "true":
-            raise SecretProblem(
-                "SecretNotAllowed",
-                f"{field}: Secret {namespace}/{ref.name} is not labelled {SECRET_LABEL}=true; Herald "
-                f"reads only Secrets that opt in: kubectl label secret -n {namespace} {ref.name} "
-                f"{SECRET_LABEL}=true",
-            )
-        data = secret.data
-        if ref.key not in data:
-            raise SecretProblem(
-                "SecretKeyNotFound", f"{field}: Secret {namespace}/{ref.name} has no key {ref.key!r}"
-            )
-        # `echo value | kubectl create secret` leaves a newline no header or key may carry.
-        return data[ref.key].strip()
-
-    async def optional(self, ref: SecretRef, *, namespace: str, key: str) -> str | None:
-        try:
-            return await self.value(ref.model_copy(update={"key": key}), namespace=namespace, field="")
-        except SecretProblem:
-            return None
 
 
 def _unsent(reason: str, detail: str, *, verdict: Verdict) -> AttemptResult:
@@ -226,17 +123,20 @@ class _Worker:
     def __init__(self, owner: Dispatcher, view: WebhookView, persisted: Any) -> None:
         self.owner = owner
         self.view = view
-        self.status = parse_status(persisted)
+        self.summary = StatusWriter(
+            owner.sink,
+            plural="clusterwebhooks" if view.cluster else "webhooks",
+            ref=view.ref,
+            status=parse_status(persisted),
+            interval=owner.settings.status_interval,
+            clock=owner.clock,
+            metrics=owner.metrics,
+        )
         self.queue = DueQueue()
         self._verifying: dict[str, asyncio.Future[None]] = {}  # payload_id -> lookup done
         self._verify_slots = asyncio.Semaphore(VERIFY_READS)
         self._full = False  # at the backlog bound (said once per spell)
-        self._seq = 0
-        self._flushed = 0
-        self._last_flush = float("-inf")
-        self._migrating: Awaitable[None] | None = None
         self._wake = asyncio.Event()
-        self._flusher: asyncio.Task[None] | None = None
         self._validated_generation: int | None = None
         self._bucket: ratelimit.Bucket | None = None  # this receiver's rate limit and Retry-After hold
         self._task = asyncio.create_task(self._run(), name=f"herald-worker-{view.ref}")
@@ -246,8 +146,8 @@ class _Worker:
     # ------------------------------------------------------------ state changes
 
     @property
-    def plural(self) -> str:
-        return "clusterwebhooks" if self.view.cluster else "webhooks"
+    def status(self) -> WebhookStatus:
+        return self.summary.status
 
     @property
     def delivery_owner(self) -> Owner:
@@ -257,12 +157,7 @@ class _Worker:
         )
 
     def _change(self, status: WebhookStatus) -> None:
-        if status is self.status:
-            return
-        self.status = status
-        self._seq += 1
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_loop(), name=f"herald-flush-{self.view.ref}")
+        self.summary.change(status)
 
     def _condition(self, type_: str, value: bool, reason: str, message: str) -> None:
         self._change(
@@ -293,7 +188,7 @@ class _Worker:
             self.view.ref,
             len(found),
         )
-        self._migrating = store.stored([store.key(owner, d.record.payload_id) for d in found])
+        self.summary.hold(store.stored([store.key(owner, d.record.payload_id) for d in found]))
         self._change(self.status.model_copy(update={"pending_deliveries": len(self.queue)}))
 
     def observe(self, view: WebhookView) -> None:
@@ -593,42 +488,12 @@ class _Worker:
                 logger.exception("attempt for %s failed unexpectedly", self.view.ref)
                 self._apply(due, _unsent("InternalError", type(exc).__name__, verdict=Verdict.RETRY), spec)
 
-    async def _target(self, spec: WebhookSpec) -> _Target:
-        ns = self.view.ref.namespace
-        cache = self.owner.secrets
+    async def _target(self, spec: WebhookSpec) -> Target:
+        return await self.owner.secrets.target(
+            spec, namespace=self.view.ref.namespace, cluster=self.view.cluster
+        )
 
-        def where(ref: SecretRef) -> str:
-            return ref.namespace if self.view.cluster and ref.namespace else (ns or "")
-
-        url = spec.url
-        if spec.url_secret_ref is not None:
-            url = await cache.value(
-                spec.url_secret_ref, namespace=where(spec.url_secret_ref), field="urlSecretRef"
-            )
-        secret = None
-        if spec.secret_ref is not None:
-            secret = await cache.value(spec.secret_ref, namespace=where(spec.secret_ref), field="secretRef")
-        keys: tuple[str, ...] = ()
-        if spec.signing_secret_ref is not None:
-            ref = spec.signing_secret_ref
-            current = await cache.value(ref, namespace=where(ref), field="signingSecretRef")
-            previous = await cache.optional(ref, namespace=where(ref), key=PREVIOUS_SIGNING_KEY)
-            keys = tuple(k for k in (current, previous) if k)
-            for key_name, value in ((ref.key, current), (PREVIOUS_SIGNING_KEY, previous)):
-                error = signing_key_error(value) if value else None
-                if error is not None:
-                    where_ = f"Secret {where(ref)}/{ref.name} key {key_name!r}"
-                    raise SecretProblem("InvalidSigningKey", f"signingSecretRef: {where_}: {error}")
-        ca = None
-        if spec.ca_secret_ref is not None:
-            ca = await cache.value(
-                spec.ca_secret_ref, namespace=where(spec.ca_secret_ref), field="caSecretRef"
-            )
-        if url is None:  # excluded by the spec's validation; kept for the type checker
-            raise SecretProblem("InvalidSpec", "no url")
-        return _Target(url=url, secret=secret, signing_keys=keys, ca_pem=ca)
-
-    async def _attempt(self, pending: PendingDelivery, spec: WebhookSpec, target: _Target) -> None:
+    async def _attempt(self, pending: PendingDelivery, spec: WebhookSpec, target: Target) -> None:
         owner = self.owner
         fmt = format_for(spec.kind)
         result: AttemptResult
@@ -729,47 +594,11 @@ class _Worker:
             elif isinstance(notice, PostEvent):
                 owner.post(self.view, notice.type, notice.reason, notice.message)
 
-    # ------------------------------------------------------------ the summary status
-
-    async def _flush_loop(self) -> None:
-        owner = self.owner
-        if self._migrating is not None:  # the 0.1 queue is cleared only once it is stored elsewhere
-            with contextlib.suppress(NotPersisted):
-                await self._migrating
-            self._migrating = None
-        while self._flushed < self._seq:
-            clock = owner.clock()
-            quiet = clock - self._last_flush > owner.settings.status_interval
-            delay = FLUSH_GRACE if quiet else self._last_flush + owner.settings.status_interval - clock
-            await asyncio.sleep(max(0.0, min(delay, owner.settings.status_interval)))
-            ref = self.view.ref
-            seq = self._seq
-
-            def newest() -> dict[str, Any]:  # rendered for each try: a retry writes the newest
-                nonlocal seq
-                seq = self._seq
-                return to_patch(self.status)
-
-            try:  # the client retries transient failures until the status is stored
-                await owner.sink.patch_status(
-                    plural=self.plural, namespace=ref.namespace, name=ref.name, status=newest
-                )
-            except ApiError as exc:  # gone (404), or refused for good: the next change tries again
-                logger.warning(
-                    "status of %s not stored: %s; it is written again with its next change", ref, exc
-                )
-                return
-            owner.metrics.status_patches.inc()
-            self._last_flush = owner.clock()
-            self._flushed = seq
-
     async def close(self) -> None:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        if self._flusher is not None and not self._flusher.done():
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(self._flusher, timeout=5)
+        await self.summary.close()
         for done in self._verifying.values():
             if not done.done():
                 done.set_exception(NotPersisted(f"{self.view.ref}: Herald stopped before a lookup"))
@@ -797,7 +626,7 @@ class Dispatcher:
         self.client = client
         self.sink = sink
         self.api = api
-        self.secrets = _SecretCache(secrets, ttl=settings.secret_cache_ttl, clock=clock)
+        self.secrets = SecretCache(secrets, ttl=settings.secret_cache_ttl, clock=clock)
         self.metrics = metrics
         self.clock = clock
         self._wallclock = wallclock

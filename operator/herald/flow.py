@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from herald.dispatcher import StatusSink, Submission
+from herald.dispatcher import Submission
 from herald.events import (
     LEDGER_ANNOTATION,
     BadEnvironment,
@@ -42,6 +42,7 @@ from herald.metrics import Metrics
 from herald.models import DeploymentEvent, EventType, NotifiedLedger, ObjectRef
 from herald.settings import Settings
 from herald.status import WebhookView
+from herald.status_writer import StatusSink
 
 __all__ = [
     "Choice",

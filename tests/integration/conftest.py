@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from herald.dispatcher import SECRET_LABEL
+from herald.credentials import SECRET_LABEL
 from herald.handlers import Runtime
 from herald.metrics import Metrics
 from herald.settings import Settings

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from herald.credentials import SECRET_LABEL
 from herald.decision import new_record
 from herald.delivery_object import (
     LABEL_OUTCOME,
@@ -21,7 +22,7 @@ from herald.delivery_object import (
     owner_of,
     to_object,
 )
-from herald.dispatcher import SECRET_LABEL, Dispatcher, NotPersisted
+from herald.dispatcher import Dispatcher, NotPersisted
 from herald.kube import ApiError, ApiForbidden, ApiServerError, ApiUnreachable, Secret
 from herald.metrics import Metrics
 from herald.models import (
