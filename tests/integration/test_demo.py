@@ -30,7 +30,7 @@ def test_demo_runs_the_whole_flow_and_exits_zero(done: subprocess.CompletedProce
     assert sum("dev.herald.deployment." in line for line in arrivals) == 4
     assert sum("custom: Deployment failed: shop-frontend" in line for line in arrivals) == 2
     assert "26 deliveries received." in out
-    table = out[out.index("$ kubectl get") :].splitlines()[1:]
+    table = out[out.index("$ kubectl get webhooks") :].split("\n\n")[0].splitlines()[1:]
     rows = {row.split()[2]: row.split() for row in table[1:] if row.strip()}
     assert set(rows) == {
         "shop-deployments",
@@ -46,6 +46,11 @@ def test_demo_runs_the_whole_flow_and_exits_zero(done: subprocess.CompletedProce
     assert rows["slack-deployments"][7] == "4"  # SUCCESSFUL and FAILURE only
     assert rows["deployment-events"][7] == "4"
     assert rows["incident-on-failure"][7] == "2"  # the production failures only
+    log = out[out.index("$ kubectl get deliveries") :].splitlines()[2:]
+    deliveries = [line.split() for line in log if line.startswith("shop-deployments-")]
+    assert len(deliveries) == 8  # one Delivery object per event the webhook took
+    assert {d[4] for d in deliveries} == {"Succeeded"}
+    assert sum(d[2] == "DEPLOYMENT_STARTED" for d in deliveries) == 4
     assert not re.search(r"not-a-real-token", out + done.stderr)  # the Slack URL is a credential
 
 
