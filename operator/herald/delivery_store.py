@@ -215,6 +215,15 @@ class DeliveryStore:
             if entry.lost:
                 raise NotPersisted(f"Delivery {key[0]}/{key[1]} was not stored before Herald stopped")
 
+    def held(self, key: Key) -> tuple[Owner, str] | None:
+        """Whose delivery (owner, payload_id) this object is, while the store holds it (unfinished)."""
+        entry = self._entries.get(key)
+        return None if entry is None else (entry.owner, entry.delivery.record.payload_id)
+
+    def forget_one(self, key: Key) -> None:
+        """The object is gone: nothing of it is written any more."""
+        self._drop(key)
+
     def forget(self, owner: Owner) -> None:
         """The webhook is gone: its objects go with it (garbage collection); nothing is written."""
         for key in [

@@ -797,15 +797,11 @@ class Dispatcher:
         )
 
     def object_deleted(self, namespace: str, name: str) -> None:
-        """A Delivery object was deleted: stop sending it if it was pending."""
-        for worker in self._workers.values():
-            owner = worker.delivery_owner
-            if owner.home != namespace:
-                continue
-            for delivery in list(worker.queue):
-                if self.store.key(owner, delivery.record.payload_id) == (namespace, name):
-                    worker.drop(delivery.record.payload_id)
-                    return
+        """A Delivery object was deleted (retention, a person, the GC): stop sending it if pending."""
+        held = self.store.held((namespace, name))
+        if held is not None:
+            self.store.forget_one((namespace, name))
+            self._object_gone(*held)
 
     def _object_gone(self, owner: Owner, payload_id: str) -> None:
         worker = self._find(owner.kind, owner.ref)
