@@ -53,9 +53,11 @@ class StormRun:
     wall: float  # first state written -> last delivery arrived, seconds
     latencies: list[float]  # per delivery: the state's watch event -> arrival
     problems: list[str]  # correctness: missing, duplicated, unexpected or out-of-order deliveries
+    received: int = 0  # deliveries that arrived (duplicates included)
     api: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     status_patch_times: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     settled: float = 0.0  # last delivery -> every status and ledger written, seconds
+    counters: dict[str, float] = dataclasses.field(default_factory=dict)  # Herald's metrics at the end
     profile: pstats.Stats | None = None
 
     @property
@@ -155,9 +157,11 @@ async def storm(
                 wall=wall,
                 latencies=_latencies(c, receivers.arrivals),
                 problems=_verify(receivers, want),
+                received=len(receivers.arrivals),
             )
 
-        async with running_operator(c.emu, settings, metrics=Metrics()) as runtime:
+        metrics = Metrics()
+        async with running_operator(c.emu, settings, metrics=metrics) as runtime:
             await poll(
                 lambda: all(
                     (
@@ -189,6 +193,8 @@ async def storm(
                 what="every status and ledger written",
             )
             settled = time.monotonic() - last
+            # Retention's last sweep (and any write still in flight) lands after the statuses.
+            await poll(lambda: c.log.quiet(1.0), timeout=60, what="the operator to go quiet")
             requests = c.log.since(started)
         api: collections.Counter[str] = collections.Counter()
         patch_times: dict[str, list[float]] = collections.defaultdict(list)
@@ -204,11 +210,26 @@ async def storm(
             wall=last - started,
             latencies=_latencies(c, receivers.arrivals),
             problems=_verify(receivers, want),
+            received=len(receivers.arrivals),
             api=api,
             status_patch_times=dict(patch_times),
             settled=settled,
+            counters=_counters(metrics),
             profile=pstats.Stats(profiler) if profiler is not None else None,
         )
+
+
+def _counters(metrics: Metrics) -> dict[str, float]:
+    """Delivery writes by verb, deferred and pruned deliveries, status patches: as /metrics says."""
+    read = metrics.registry.get_sample_value
+    counters = {
+        f"delivery writes: {verb}": read("herald_delivery_writes_total", {"verb": verb}) or 0.0
+        for verb in ("create", "patch", "delete")
+    }
+    counters["deferred"] = read("herald_deliveries_deferred_total") or 0.0
+    counters["pruned"] = read("herald_deliveries_pruned_total") or 0.0
+    counters["status patches"] = read("herald_status_patches_total") or 0.0
+    return counters
 
 
 def _statuses_written(c: Cluster, namespaces: list[str]) -> bool:
@@ -221,7 +242,7 @@ def _settled(
     """Every webhook's status counts its deliveries with none pending; every ledger has the last one."""
     for path, keys in want.items():
         status: dict[str, Any] = (raw_object(c.emu, "webhooks", path[1:], "hook") or {}).get("status") or {}
-        if (status.get("counters") or {}).get("delivered") != len(keys) or status.get("pending"):
+        if (status.get("counters") or {}).get("delivered") != len(keys) or status.get("pendingDeliveries"):
             return False
     last = f"d{deployments - 1}"
     for ns, env in layout:

@@ -31,6 +31,7 @@ from bench.harness import (
     steady_heap,
     webhook,
 )
+from herald.dispatcher import Submission
 from herald.handlers import Runtime
 from herald.metrics import Metrics
 from herald.models import ObjectRef
@@ -72,13 +73,13 @@ class Stages:
         dispatcher = runtime.dispatcher
         submit, send = dispatcher.submit, dispatcher.client.send
 
-        def timed_submit(deliveries: Any) -> Any:
+        def timed_submit(deliveries: Any, **kwargs: Any) -> Submission:
             deliveries = list(deliveries)
             now = time.monotonic()
             for _, event in deliveries:
                 self.submitted.setdefault(event.deployment.id, now)
                 self._deployment_of[event.payload_id] = event.deployment.id
-            return submit(deliveries)
+            return submit(deliveries, **kwargs)
 
         async def timed_send(request: Any, **kwargs: Any) -> Any:
             deployment = self._deployment_of.get(request.payload_id)

@@ -16,15 +16,15 @@ import contextlib
 import cProfile
 import dataclasses
 import datetime
+import hashlib
 import json
 import math
 import pathlib
 import pstats
 import shutil
 import time
-import tracemalloc
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
 
 from bench.baseline import BaselineProcess
 from bench.harness import (
@@ -41,15 +41,16 @@ from bench.harness import (
     webhook,
 )
 from bench.latency import STARTED, sequence
+from herald.decision import new_record
+from herald.delivery_object import delivery_name, owner_of, to_object
 from herald.metrics import Metrics
-from herald.models import DeliveryOutcome, EventType, PendingDelivery
-from herald.status import NOTIFICATION_LOG_CAP, WebhookStatus, finish, new_record, parse_status, to_patch
+from herald.models import DeliveryOutcome, EventType, ObjectRef, PendingDelivery
 from herald.testing import Emulator, running_operator
 
 if TYPE_CHECKING:
     from tests.integration.operator_process import OperatorProcess
 
-__all__ = ["ProcessRun", "process_isolation", "process_latency", "startup_profile", "status_memory"]
+__all__ = ["ProcessRun", "process_isolation", "process_latency", "retained_deliveries", "startup_profile"]
 
 # Production settings, but for the loopback receivers and a cluster the emulator can serve.
 OPERATOR_ENV = {
@@ -74,6 +75,8 @@ class ProcessRun:
     settle: float = float("nan")  # start -> every webhook's status written and quiet; NaN: not in time
     statuses_written: int = 0
     hot_path_requests: dict[str, int] = dataclasses.field(default_factory=dict)  # API calls during events
+    startup_requests: dict[str, int] = dataclasses.field(default_factory=dict)  # API calls until settled
+    scan: float = float("nan")  # start -> Retention's first scan of every Delivery listed to its end
 
 
 def _memory(pid: int) -> tuple[float, float]:
@@ -99,35 +102,53 @@ class _Counter:
         return self.count
 
 
-HISTORY = 20  # deliveries each crowd webhook has made already (Settings.history_limit)
+def retained_deliveries(webhooks: int, per_webhook: int, *, namespaces: int) -> Iterator[dict[str, Any]]:
+    """Each crowd webhook's finished Delivery objects (``to_object``, as Herald creates them),
+    created over the last day: what ``per_webhook`` retained deliveries each leave in the cluster.
 
-
-def _busy_status() -> dict[str, object]:
-    """A webhook's status after a day of use: a full history and the notifications kept for
-    redelivery, as Herald wrote them. No conditions yet, so the operator writes each one once
-    (that first write is how a run sees the operator settled)."""
+    One notification per webhook is rendered and shared by its objects (the emulator's memory:
+    Herald reads these objects' metadata only); names, payload ids, labels and times are each
+    object's own.
+    """
     now = datetime.datetime.now(datetime.UTC)
-    status = WebhookStatus(observed_generation=1)
-    for i in range(HISTORY):
-        deployment = {"id": f"old-{i}", "currentStatus": "DEPLOYED", "logs": ["pulled", "started"]}
-        event = notification(f"app-{i}", deployment, EventType.DEPLOYMENT_SUCCESSFUL, created_at=now)
-        done = new_record(event, now=now).model_copy(
-            update={"outcome": DeliveryOutcome.SUCCEEDED, "attempts": 1, "http_status": 200, "duration_ms": 3}
+    deployment = {"id": "old-0", "currentStatus": "DEPLOYED", "logs": ["pulled", "started"]}
+    event = notification("app-0", deployment, EventType.DEPLOYMENT_SUCCESSFUL, created_at=now)
+    record = new_record(event, now=now).model_copy(
+        update={"outcome": DeliveryOutcome.SUCCEEDED, "attempts": 1, "http_status": 200, "duration_ms": 3}
+    )
+    for i in range(webhooks):
+        namespace = f"crowd-{i % namespaces}"
+        owner = owner_of(
+            ObjectRef(namespace=namespace, name=f"hook-{i}"), uid=_uid(i), cluster=False, home=""
         )
-        status = finish(status, PendingDelivery(record=done, notification=event), history_limit=HISTORY)
-    return to_patch(status, cap=NOTIFICATION_LOG_CAP)
+        template = to_object(owner, PendingDelivery(record=record, notification=event))
+        for j in range(per_webhook):
+            payload_id = hashlib.sha256(f"{i}/{j}".encode()).hexdigest()[:32]
+            created = (now - datetime.timedelta(seconds=86400 * (per_webhook - j) / per_webhook)).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            )
+            yield {
+                **template,
+                "metadata": {
+                    **template["metadata"],
+                    "name": delivery_name(owner, payload_id),
+                    "creationTimestamp": created,
+                },
+                "spec": {**template["spec"], "payloadId": payload_id, "createdAt": created},
+            }
 
 
-def _crowd(
-    receiver: str, *, webhooks: int, environments: int, namespaces: int, busy: bool = False
-) -> list[dict[str, object]]:
-    """Webhooks and Environments in other namespaces, every deployment already notified; with
-    ``busy``, every webhook carries a day's history on its status."""
-    extra = {"status": _busy_status()} if busy else {}
-    objects: list[dict[str, object]] = [
-        webhook(f"hook-{i}", f"{receiver}/crowd/{i}", namespace=f"crowd-{i % namespaces}") | extra
-        for i in range(webhooks)
-    ]
+def _uid(i: int) -> str:
+    return f"hook-uid-{i}"
+
+
+def _crowd(receiver: str, *, webhooks: int, environments: int, namespaces: int) -> list[dict[str, Any]]:
+    """Webhooks and Environments in other namespaces, every deployment already notified."""
+    objects: list[dict[str, Any]] = []
+    for i in range(webhooks):
+        hook = webhook(f"hook-{i}", f"{receiver}/crowd/{i}", namespace=f"crowd-{i % namespaces}")
+        hook["metadata"]["uid"] = _uid(i)  # the owner its Delivery objects name
+        objects.append(hook)
     for i in range(environments):
         notified = json.dumps(
             {"deployments": {f"old-{i}": ["DEPLOYMENT_STARTED", "DEPLOYMENT_SUCCESSFUL"]}},
@@ -166,16 +187,24 @@ def _remove_files(proc: OperatorProcess) -> None:
     shutil.rmtree(proc.kubeconfig.parent, ignore_errors=True)
 
 
-async def _settle(c: Cluster, proc: OperatorProcess, *, webhooks: int, timeout: float) -> tuple[float, int]:
+SCAN = ("LIST deliveries", "")  # Retention.scan: every Delivery's metadata, no selector
+
+
+async def _settle(
+    c: Cluster, proc: OperatorProcess, *, webhooks: int, timeout: float, scan: bool = False
+) -> tuple[float, int]:
     """(seconds until every webhook's first status is written and the operator is quiet, statuses
-    written); the seconds are NaN when that did not happen within ``timeout``."""
+    written); the seconds are NaN when that did not happen within ``timeout``. With ``scan``, also
+    until Retention's startup scan has listed every Delivery: one page can take over a second to
+    serve, which a quiet log alone would take for settled."""
     started = time.monotonic()
     patched = _Counter(c.log, "UPDATE webhooks/status")
 
     def settled() -> bool:
         if proc.proc is not None and proc.proc.poll() is not None:
             raise RuntimeError(f"herald run exited early:\n{proc.output()[-3000:]}")
-        return patched() >= webhooks and c.log.quiet(1.0)
+        scanned = not scan or bool(c.lists_completed[SCAN])
+        return patched() >= webhooks and scanned and c.log.quiet(1.0)
 
     try:
         await poll(settled, timeout=timeout, what="the operator to settle", every=0.25)
@@ -192,11 +221,11 @@ async def process_latency(
     webhooks: int = 0,
     environments: int = 0,
     namespaces: int = 1,
-    busy: bool = False,
+    retained: int = 0,
     timeout: float = 120.0,
 ) -> ProcessRun:
     """``herald`` False runs the raw notifier's process instead (``webhooks``/``environments`` ignored);
-    ``busy`` gives the crowd's webhooks a full history (``_crowd``).
+    ``retained``: finished Delivery objects of each crowd webhook, in the cluster before Herald starts.
 
     Gives up (NaN samples) when the operator has not settled within ``timeout`` seconds.
     """
@@ -211,9 +240,9 @@ async def process_latency(
                     webhooks=webhooks,
                     environments=environments,
                     namespaces=namespaces,
-                    busy=busy,
                 ),
             )
+            load_objects(c.emu, retained_deliveries(webhooks, retained, namespaces=namespaces))
         load_objects(c.emu, [environment(e) for e in envs])
         if not herald:
             notifier = BaselineProcess(c.emu.url, f"{receivers.url()}/lat")
@@ -229,8 +258,13 @@ async def process_latency(
             if proc.proc is None:
                 raise RuntimeError("herald run did not start")
             pid = proc.proc.pid
-            settle, written = await _settle(c, proc, webhooks=webhooks + 1, timeout=timeout)
+            started = time.monotonic()
+            settle, written = await _settle(
+                c, proc, webhooks=webhooks + 1, timeout=timeout, scan=bool(retained)
+            )
             rss, _ = _memory(pid)
+            startup = _kinds(c.log[:])
+            scan = c.lists_completed[SCAN][0] - started if c.lists_completed[SCAN] else float("nan")
             if math.isnan(settle):
                 _, peak = _memory(pid)
                 return ProcessRun(
@@ -241,17 +275,15 @@ async def process_latency(
                     peak_mb=peak,
                     settle=settle,
                     statuses_written=written,
+                    startup_requests=startup,
+                    scan=scan,
                 )
             before = len(c.log)
             samples, _ = await sequence(c, receivers, envs=envs, paths=["/lat"], warmup=warmup, prefix="p")
             # Let the handlers finish (status, ledger, Events) so their API calls are counted too.
             await poll(lambda: c.log.quiet(1.5), timeout=120, what="the operator to go quiet", every=0.25)
             _, peak = _memory(pid)
-            hot: dict[str, int] = {}
-            for request in c.log[before:]:
-                kind = classify(request)
-                if kind != "UPDATE environments/status":  # the driver's own writes
-                    hot[kind] = hot.get(kind, 0) + 1
+            hot = _kinds(c.log[before:])
         return ProcessRun(
             samples=samples,
             expected=n + warmup,
@@ -261,7 +293,19 @@ async def process_latency(
             settle=settle,
             statuses_written=written,
             hot_path_requests=hot,
+            startup_requests=startup,
+            scan=scan,
         )
+
+
+def _kinds(requests: list[Any]) -> dict[str, int]:
+    """Herald's API requests by kind (the driver's own Environment writes left out)."""
+    kinds: dict[str, int] = {}
+    for request in requests:
+        kind = classify(request)
+        if kind != "UPDATE environments/status":
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
 
 
 async def process_isolation(n: int, *, warmup: int, webhooks: int, hang: bool, timeout: float) -> ProcessRun:
@@ -286,32 +330,6 @@ async def process_isolation(n: int, *, warmup: int, webhooks: int, hang: bool, t
             )
         healthy = sum(len(receivers.by_path[f"/{name}"]) for name in names[1:])
         return ProcessRun(samples=samples, expected=(n + warmup) * (webhooks - 1), received=healthy)
-
-
-def status_memory(samples: int = 200) -> str:
-    """Where a busy webhook's memory goes: its status as Herald holds it (pydantic models) next
-    to the JSON it came from, measured with tracemalloc over ``samples`` parses."""
-    busy = _busy_status()
-    text = json.dumps(busy)
-    parts: list[tuple[str, Callable[[], WebhookStatus]]] = [
-        ("the whole status, parsed", lambda: parse_status(json.loads(text))),
-        ("  its sent notifications (for redelivery)", lambda: parse_status({"sent": busy["sent"]})),
-        ("  its delivery history", lambda: parse_status({"deliveries": busy["deliveries"]})),
-    ]
-    sizes: dict[str, float] = {}
-    tracemalloc.start()
-    try:
-        for name, parse in parts:
-            before = tracemalloc.get_traced_memory()[0]
-            kept = [parse() for _ in range(samples)]
-            sizes[name] = (tracemalloc.get_traced_memory()[0] - before) / samples / 1024
-            del kept
-    finally:
-        tracemalloc.stop()
-    lines = [f"  {'KB':>7}  per webhook with {HISTORY} deliveries of history"]
-    lines += [f"  {kb:7.1f}  {name}" for name, kb in sizes.items()]
-    lines.append(f"  {len(text) / 1024:7.1f}  the same status as JSON, on the status subresource")
-    return "\n".join(lines)
 
 
 async def startup_profile(

@@ -15,9 +15,10 @@ import collections
 import cProfile
 import dataclasses
 import datetime
+import json
 import pstats
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from typing import Any
 
 import httpx
@@ -27,7 +28,7 @@ from bench.receivers import RemoteSinks, remote_sinks
 from herald import USER_AGENT
 from herald.delivery import MAX_KEEPALIVE_CONNECTIONS, DeliveryClient
 from herald.dispatcher import Dispatcher
-from herald.kube import Secret
+from herald.kube import Page, Secret
 from herald.metrics import Metrics
 from herald.models import DeploymentEvent, EventType
 from herald.payloads import standard
@@ -44,6 +45,8 @@ class ThroughputRun:
     elapsed: float  # first submit -> last arrival, seconds
     exact: bool  # every receiver got exactly its expected deliveries, once each
     status_patches: int = 0
+    delivery_writes: int = 0  # Delivery object creates and patches
+    deferred: int = 0  # held back at the backlog bound (must be none)
     profile: pstats.Stats | None = None
 
     @property
@@ -69,6 +72,44 @@ class _NullSink:
     ) -> None:
         status()  # rendered, as the API client renders it
         self.patches += 1
+
+
+class _NullApi:
+    """The Delivery objects' API, answering every write at once (counted by verb); it lists and
+    watches nothing (no restart to resume from, no redeliver requests)."""
+
+    def __init__(self) -> None:
+        self.writes: collections.Counter[str] = collections.Counter()
+
+    async def create(
+        self, plural: str, namespace: str | None, body: Mapping[str, Any], **_: Any
+    ) -> dict[str, Any]:
+        json.dumps(body)  # serialised, as the API client serialises it
+        self.writes["create"] += 1
+        return dict(body)
+
+    async def get(self, plural: str, namespace: str | None, name: str, **_: Any) -> dict[str, Any] | None:
+        return None
+
+    async def patch(
+        self, plural: str, namespace: str | None, name: str, patch: Mapping[str, Any], **_: Any
+    ) -> dict[str, Any]:
+        json.dumps(patch)
+        self.writes["patch"] += 1
+        return dict(patch)
+
+    async def delete(self, plural: str, namespace: str | None, name: str, **_: Any) -> bool:
+        self.writes["delete"] += 1
+        return True
+
+    async def pages(self, plural: str, namespace: str | None, **_: Any) -> AsyncIterator[Page]:
+        yield Page((), resource_version="1")
+
+    async def watch(
+        self, plural: str, namespace: str | None, **_: Any
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        await asyncio.Event().wait()
+        yield "", {}
 
 
 class _NoSecrets:
@@ -127,10 +168,12 @@ async def herald_throughput(load: Workload, *, settings: Settings, profile: bool
     async with remote_sinks(load.ports) as receivers:
         client = DeliveryClient(settings, user_agent=USER_AGENT)
         sink = _NullSink()
+        api = _NullApi()
         dispatcher = Dispatcher(
             settings=settings,
             client=client,
             sink=sink,
+            api=api,
             secrets=_NoSecrets(),
             post_event=lambda *_: None,
             metrics=Metrics(),
@@ -156,7 +199,8 @@ async def herald_throughput(load: Workload, *, settings: Settings, profile: bool
             if profiler is not None:
                 profiler.enable()
             started = time.monotonic()
-            persisted = asyncio.ensure_future(dispatcher.submit(deliveries))
+            submission = dispatcher.submit(deliveries)
+            persisted = asyncio.ensure_future(submission.stored)
             elapsed, exact = await _finish(receivers, load, events, started)
             await persisted
             if profiler is not None:
@@ -166,6 +210,8 @@ async def herald_throughput(load: Workload, *, settings: Settings, profile: bool
                 elapsed=elapsed,
                 exact=exact,
                 status_patches=sink.patches - patches_before,
+                delivery_writes=sum(api.writes.values()),
+                deferred=len(submission.deferred),
                 profile=pstats.Stats(profiler) if profiler is not None else None,
             )
         finally:

@@ -113,6 +113,25 @@ def _status_table(emu: Emulator, webhooks: list[tuple[str, str | None, str]]) ->
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
 
 
+def _delivery_table(emu: Emulator, namespace: str, webhook: str) -> str:
+    """One webhook's delivery log, as ``kubectl get deliveries`` prints it."""
+    rows = [("NAME", "WEBHOOK", "EVENT", "ENVIRONMENT", "OUTCOME", "ATTEMPTS", "HTTP")]
+    for record in reversed(emu.delivery_log(webhook, namespace)):
+        rows.append(
+            (
+                str(record["name"]),
+                webhook,
+                str(record["event"]),
+                str(record["environment"]).rpartition("/")[2],
+                str(record.get("outcome", "")),
+                str(record.get("attempts", 0)),
+                str(record.get("httpStatus", "")),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
+
+
 def _summary(payload: Any) -> str:
     """One line of what arrived, in each kind's own terms."""
     if not isinstance(payload, dict):
@@ -229,6 +248,8 @@ async def _drive(emu: Emulator, receiver: Receiver, docs: list[dict[str, Any]]) 
         return 1
     _print(f"\n{len(receiver.received)} deliveries received.\n\n$ kubectl get webhooks,clusterwebhooks -A")
     _print(_status_table(emu, webhooks))
+    _print(f"\n$ kubectl get deliveries -n {namespace} -l herald.dev/webhook=shop-deployments")
+    _print(_delivery_table(emu, namespace, "shop-deployments"))
     return 0
 
 

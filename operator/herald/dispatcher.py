@@ -818,6 +818,7 @@ class Dispatcher:
         self.store = DeliveryStore(
             api, metrics=metrics, finished=self.retention.finished, gone=self._object_gone
         )
+        metrics.pending.set_function(lambda: sum(len(w.queue) for w in self._workers.values()))
 
     def now(self) -> datetime.datetime:
         return _utc(self._wallclock())

@@ -356,7 +356,9 @@ class Flow:
         )
         self.retries = Retries(self.environment, retry_delays)
         self._serial = _Serial()
-        self._started = datetime.datetime.now(datetime.UTC)  # Environments older may have stored deliveries
+        # Environments created before this (to the second, as creationTimestamp says) may have
+        # deliveries an earlier Herald stored.
+        self._started = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
     # ------------------------------------------------------------ webhooks
 

@@ -343,7 +343,11 @@ class Emulator:
         for (resource, ns, _), obj in self.kmock.objects.items():
             raw = dict(obj.raw)
             spec = raw.get("spec") or {}
-            if resource.plural != "deliveries" or obj.deleted or (spec.get("webhook") or {}).get("name") != webhook:
+            if (
+                resource.plural != "deliveries"
+                or obj.deleted
+                or (spec.get("webhook") or {}).get("name") != webhook
+            ):
                 continue
             if (namespace is None) != ((spec.get("webhook") or {}).get("kind") == "ClusterWebhook") or (
                 namespace is not None and ns != namespace

@@ -126,6 +126,18 @@ def status_of(emu: Emulator, kind: str, namespace: str | None, name: str) -> dic
     return (emu.get(kind, namespace, name) or {}).get("status") or {}
 
 
+def deliveries(emu: Emulator, name: str, *, namespace: str | None = NS) -> list[dict[str, Any]]:
+    """A webhook's delivery log (its Delivery objects), most recently changed first."""
+    return emu.delivery_log(name, namespace)
+
+
+def pending(emu: Emulator, name: str, *, namespace: str | None = NS) -> list[dict[str, Any]]:
+    """Its unfinished deliveries."""
+    return [
+        r for r in deliveries(emu, name, namespace=namespace) if r.get("outcome") in ("Pending", "Retrying")
+    ]
+
+
 def condition(
     emu: Emulator, kind: str, namespace: str | None, name: str, type_: str = "Ready"
 ) -> dict[str, Any]:

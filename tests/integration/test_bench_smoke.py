@@ -4,15 +4,20 @@ asserted here: only that each figure was measured and each expected delivery arr
 
 from __future__ import annotations
 
+import copy
 import math
 import pathlib
 import re
 import subprocess
 import sys
+from typing import Any
 
 import pytest
-from bench.harness import max_in_window, percentile
+from bench.harness import cluster, load_objects, max_in_window, percentile
 from bench.report import Report, at_least, at_most
+
+from herald.kube import ApiConnection, KubeClient
+from herald.testing import Emulator, emulator
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -27,26 +32,37 @@ ROWS = [
     ("1 one Environment, back to back", "p99"),
     ("2 throughput, 40 to 1 webhook", "deliveries/s"),
     ("2 throughput, 40 to 1 webhook", "status patches per delivery"),
+    ("2 throughput, 40 to 1 webhook", "Delivery writes per delivery"),
     ("2 throughput, fan-out", "deliveries/s"),
     ("2 throughput, fan-out", "status patches per delivery"),
+    ("2 throughput, fan-out", "Delivery writes per delivery"),
     ("3 storm", "events/s"),
     ("3 storm", "wall time"),
     ("3 storm", "latency p50"),
     ("3 storm", "latency p99"),
-    ("4 scale", "operator RSS"),
+    ("3 burst, 40 events to 1 webhook", "deliveries received"),
+    ("3 burst, 40 events to 1 webhook", "deferred"),
+    ("3 burst, 40 events to 1 webhook", "events/s"),
+    ("4 scale, 40 Webhooks +", "operator RSS"),
+    ("4 scale, 40 Webhooks x 20 retained Deliveries", "operator RSS"),
     ("4 scale", "startup until settled"),
     ("4 scale", "latency p50"),
     ("4 scale", "latency p99"),
-    ("5 API load", "status patches per delivery"),
-    ("5 API load", "most status patches"),
-    ("5 API load", "list calls on the hot path"),
-    ("5 API load", "API requests per event"),
+    ("5 API load, during the storm", "status patches per delivery"),
+    ("5 API load, during the storm", "most status patches"),
+    ("5 API load, during the storm", "list calls on the hot path"),
+    ("5 API load, during the storm", "retention sweeps"),
+    ("5 API load, during the storm", "API requests per event"),
+    ("5 API load, burst to 1 webhook", "Delivery writes per delivery"),
+    ("5 API load, burst to 1 webhook", "status patches per delivery"),
     ("6 isolation", "p50, others"),
     ("6 isolation", "p99, others"),
 ]
 NOTES = [
     "1 latency: where Herald's time goes",
     "5 API load: Herald's requests during the storm",
+    "5 API load: Delivery writes in the burst",
+    "4 scale (40 webhooks x 20 retained Deliveries): startup, until settled",
     "7 profile: the latency scenario",
     "7 profile: the delivery engine",
     "7 profile: a storm",
@@ -163,3 +179,68 @@ def test_a_failed_check_fails_the_run() -> None:
     report.check("none duplicated", False, "2 duplicated")
     assert not report.ok
     assert "[FAILED] none duplicated: 2 duplicated" in report.text()
+
+
+# ---------------------------------------------------------------- the bench's emulator
+
+
+def _delivery(i: int) -> dict[str, Any]:
+    labels = {"herald.dev/webhook": f"hook-{i % 3}", "herald.dev/outcome": "Failed" if i % 7 else "Pending"}
+    meta = {"namespace": f"team-{i % 4}", "name": f"d-{(i * 7919) % 1200:04d}", "labels": labels}
+    return {"apiVersion": "herald.dev/v1alpha1", "kind": "Delivery", "metadata": meta, "spec": {"n": i}}
+
+
+async def _listed(emu: Emulator, namespace: str | None, selector: str | None, metadata: bool) -> list[Any]:
+    async def login() -> ApiConnection:
+        return ApiConnection(server=emu.url)
+
+    kube = KubeClient(login)
+    try:
+        pages = kube.pages("deliveries", namespace, label_selector=selector, metadata_only=metadata)
+        return [[item for item in page] async for page in pages]
+    finally:
+        await kube.aclose()
+
+
+@pytest.mark.parametrize("namespace", [None, "team-1"])
+@pytest.mark.parametrize(
+    "selector", [None, "herald.dev/outcome in (Pending,Retrying)", "herald.dev/webhook=hook-2"]
+)
+async def test_the_bench_emulator_pages_and_selects_as_the_test_emulator(
+    namespace: str | None, selector: str | None
+) -> None:
+    """Its sorted index serves what ``herald.testing``'s emulator serves, page for page; asked for
+    metadata only, the same objects' metadata."""
+    objects = [_delivery(i) for i in range(1200)]
+    async with emulator() as reference:
+        load_objects(reference, copy.deepcopy(objects))
+        want = await _listed(reference, namespace, selector, metadata=False)
+    async with cluster() as c:
+        load_objects(c.emu, copy.deepcopy(objects))
+        got = await _listed(c.emu, namespace, selector, metadata=False)
+        metadata = await _listed(c.emu, namespace, selector, metadata=True)
+    assert got == want
+    assert [[item["metadata"] for item in page] for page in metadata] == [
+        [item["metadata"] for item in page] for page in want
+    ]
+    assert all(item["kind"] == "PartialObjectMetadata" for page in metadata for item in page)
+
+
+def _names(pages: list[Any]) -> list[str]:
+    return [item["metadata"]["name"] for page in pages for item in page]
+
+
+async def test_the_bench_emulator_lists_what_changed_since_its_index_was_built() -> None:
+    async with cluster() as c:
+        load_objects(c.emu, [_delivery(i) for i in range(10)])
+        before = [
+            item["metadata"]["name"] for page in await _listed(c.emu, "team-0", None, False) for item in page
+        ]
+        created = _delivery(4)
+        created["metadata"]["name"] = "d-0000a"
+        await c.emu.create(created)
+        await c.emu.delete("Delivery", "team-0", before[0])
+        after = [
+            item["metadata"]["name"] for page in await _listed(c.emu, "team-0", None, False) for item in page
+        ]
+    assert after == sorted([*before[1:], "d-0000a"])

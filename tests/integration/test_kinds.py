@@ -9,7 +9,7 @@ from herald.handlers import Runtime
 from herald.metrics import Metrics
 from herald.testing import Emulator, Receiver, wait_for
 
-from .conftest import NS, condition, deploy, environment, status_of, webhook
+from .conftest import NS, condition, deliveries, deploy, environment, pending, status_of, webhook
 from .test_operations import annotate, family, labels, reasons, scrape
 
 ENABLE = "herald.dev/enable"
@@ -78,7 +78,7 @@ async def test_a_template_failing_on_a_real_event_fails_that_delivery_only(
     await wait_for(lambda: len(receiver.on("/tpl")) == 1, timeout=10, what="the good event's delivery")
 
     def failed() -> list[dict[str, object]]:
-        records = status_of(emu, "Webhook", NS, "tpl").get("deliveries", [])
+        records = deliveries(emu, "tpl")
         return [r for r in records if r.get("outcome") == "Failed"]
 
     await wait_for(lambda: len(failed()) == 1, timeout=10, what="the bad event's delivery failed")
@@ -202,7 +202,7 @@ async def test_a_receiver_failing_for_disable_after_is_disabled_until_enabled(
     attempts = len(receiver.on("/down"))
     await deploy(emu, "later", "d-1", "QUEUED")
     await wait_for(
-        lambda: len(status_of(emu, "Webhook", NS, "down").get("pending", [])) == 2,
+        lambda: len(pending(emu, "down")) == 2,
         timeout=10,
         what="both kept",
     )

@@ -8,7 +8,7 @@ from herald.events import LEDGER_ANNOTATION
 from herald.handlers import Runtime
 from herald.testing import Emulator, Receiver, wait_for
 
-from .conftest import NS, condition, deploy, environment, secret, status_of, webhook
+from .conftest import NS, condition, deliveries, deploy, environment, pending, secret, status_of, webhook
 from .operator_process import OperatorProcess
 
 ALL = ("DEPLOYMENT_STARTED", "DEPLOYMENT_SUCCESSFUL", "DEPLOYMENT_CANCELLED", "DEPLOYMENT_FAILURE")
@@ -47,13 +47,13 @@ async def test_deployment_is_delivered_and_recorded(
 
     def recorded() -> bool:
         status = status_of(emu, "Webhook", NS, "std")
-        return status.get("counters", {}).get("delivered") == 2 and not status.get("pending")
+        return status.get("counters", {}).get("delivered") == 2 and not pending(emu, "std")
 
     await wait_for(recorded, timeout=10, what="both deliveries on the status")
     status = status_of(emu, "Webhook", NS, "std")
     assert status["observedGeneration"] == 1
     assert condition(emu, "Webhook", NS, "std")["status"] == "True"
-    latest = status["deliveries"][0]
+    latest = deliveries(emu, "std")[0]
     assert latest["event"] == "DEPLOYMENT_SUCCESSFUL"
     assert latest["outcome"] == "Succeeded"
     assert latest["httpStatus"] == 200
@@ -222,12 +222,12 @@ async def test_missing_secret_holds_deliveries_visibly_then_recovers(
     await deploy(emu, "web", "d-1", "QUEUED")
 
     def held() -> bool:
-        records = status_of(emu, "Webhook", NS, "std").get("deliveries", [])
+        records = deliveries(emu, "std")
         return bool(records) and records[0].get("outcome") == "Pending"
 
     # Held, not failed: no attempt is counted while Herald cannot reach the receiver's Secret.
-    await wait_for(held, timeout=10, what="the delivery pending on the status")
-    assert status_of(emu, "Webhook", NS, "std")["deliveries"][0].get("attempts", 0) == 0
+    await wait_for(held, timeout=10, what="the delivery stored pending")
+    assert deliveries(emu, "std")[0].get("attempts", 0) == 0
     assert receiver.on("/std") == []
     await emu.create(secret("later", {"secret": "now-here"}))
     await wait_for(

@@ -25,7 +25,18 @@ from herald.metrics import Metrics
 from herald.models import ObjectRef
 from herald.testing import Emulator, Receiver, running_operator, wait_for
 
-from .conftest import FAST, NS, condition, deploy, environment, secret, status_of, webhook
+from .conftest import (
+    FAST,
+    NS,
+    condition,
+    deliveries,
+    deploy,
+    environment,
+    pending,
+    secret,
+    status_of,
+    webhook,
+)
 from .tls_helpers import HostedReceiver, ScriptedResolver, server_tls
 
 STARTED = ("DEPLOYMENT_STARTED",)
@@ -40,10 +51,6 @@ ONLY_ALLOWED = dataclasses.replace(FAST, egress_allow=(ipaddress.ip_network(f"{A
 
 def signing_key() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
-def deliveries(emu: Emulator, name: str, *, namespace: str = NS) -> list[dict[str, Any]]:
-    return emu.delivery_log(name, namespace)
 
 
 def attempts_counted(metrics: Metrics, result: str) -> float:
@@ -444,9 +451,8 @@ async def test_denied_address_pauses_until_the_spec_changes(
         await wait_for(lambda: reason_is(emu, "denied", "EgressDenied"), timeout=10, what="Ready=False")
         await wait_for(lambda: len(allowed.on("/witness")) == 3, timeout=10, what="the witness's retries")
 
-        live = runtime.dispatcher.status_of(cluster=False, ref=ObjectRef(namespace=NS, name="denied"))
-        assert live is not None
-        assert [p.record.attempts for p in live.pending] == [1]
+        live = runtime.dispatcher.pending_of(cluster=False, ref=ObjectRef(namespace=NS, name="denied"))
+        assert [p.record.attempts for p in live] == [1]
         assert attempts_counted(metrics, "EgressDenied") == 1
         ready = condition(emu, "Webhook", NS, "denied")
         assert ready["status"] == "False"
@@ -458,7 +464,7 @@ async def test_denied_address_pauses_until_the_spec_changes(
 
         await deploy(emu, "web", "d-1", "DEPLOYED")  # queued behind the pause, not attempted
         await wait_for(
-            lambda: len(status_of(emu, "Webhook", NS, "denied").get("pending", [])) == 2,
+            lambda: len(pending(emu, "denied")) == 2,
             timeout=10,
             what="the second delivery waiting",
         )
@@ -501,7 +507,7 @@ async def test_pause_survives_a_restart_and_lifts_when_the_policy_changes(
         await deploy(emu, "barrier", "b-1", "QUEUED")
         await wait_for(lambda: len(allowed.on("/witness")) == 2, timeout=10, what="the barrier")
         await wait_for(
-            lambda: len(status_of(emu, "Webhook", NS, "denied").get("pending", [])) == 2,
+            lambda: len(pending(emu, "denied")) == 2,
             timeout=10,
             what="both deliveries waiting",
         )
@@ -586,6 +592,9 @@ async def test_private_ca_from_a_secret(
         record = deliveries(emu, "tls")[0]
         assert record["error"].startswith("TLSError: certificate verify failed"), record
         assert record["outcome"] == "Retrying"
+        await wait_for(
+            lambda: bool(condition(emu, "Webhook", NS, "tls", "Degraded")), timeout=10, what="Degraded"
+        )
         degraded = condition(emu, "Webhook", NS, "tls", "Degraded")
         assert degraded["status"] == "True"
         assert "TLSError" in degraded["message"]
