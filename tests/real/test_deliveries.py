@@ -472,7 +472,7 @@ async def test_big_environments_with_the_receiver_down_for_1000_events_stay_unde
     began = time.monotonic()
     try:
         async with ledgers_of(api, namespace) as ledgers:
-            await load.drive(api, ledgers, timeout=240)
+            await load.drive(api, ledgers, timeout=300)  # 76-124 s on two shared cores
         driven = time.monotonic() - began
         peak = await _sizes(installed, namespace)
         counted = await outcomes(api, namespace, "hook")
