@@ -189,6 +189,8 @@ async def herald(examples: Examples) -> AsyncIterator[subprocess.Popen[bytes]]:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("HERALD_")},
         "HERALD_NAMESPACE": examples.namespace,
+        # The ClusterWebhook's Delivery objects too: the suite's namespace exists and goes afterwards.
+        "HERALD_DELIVERY_NAMESPACE": examples.namespace,
         "HERALD_EGRESS_ALLOW": "127.0.0.0/8",  # the local receiver
         "HERALD_HEALTH_PORT": str(health),
         "HERALD_METRICS_PORT": "0",

@@ -107,10 +107,32 @@ async def test_a_deployment_reaches_the_receiver_and_kubectl(
         status = items[name]["status"]
         assert status["lastDelivery"]["outcome"] == "Succeeded"
         assert status["lastDelivery"]["event"] == "DEPLOYMENT_SUCCESSFUL"
-        assert status["lastDelivery"]["deploymentId"] == DEPLOYMENT
+        assert status["lastDelivery"]["environment"] == f"{examples.namespace}/{examples.environment}"
+        assert status["pendingDeliveries"] == 0
         ready = next(c for c in status["conditions"] if c["type"] == "Ready")
         assert ready["status"] == "True"
-        assert not status.get("pending")
+        assert not status.get("pending")  # Herald 0.1's queue on the status is gone
+
+    # Each delivery is a Delivery object beside its Webhook (the ClusterWebhook's in Herald's namespace,
+    # here the suite's), owned by it and named in its status.
+    listed = await kubectl_async("-n", examples.namespace, "get", "deliveries", "-o", "json")
+    deliveries = json.loads(listed)["items"]
+    by_webhook: dict[str, list[tuple[str, str, str]]] = {}
+    for item in deliveries:
+        spec = item["spec"]
+        by_webhook.setdefault(spec["webhook"]["name"], []).append(
+            (spec["event"], spec["deploymentId"], item["status"]["outcome"])
+        )
+        assert item["metadata"]["ownerReferences"][0]["name"] == spec["webhook"]["name"]
+    both = [
+        ("DEPLOYMENT_STARTED", DEPLOYMENT, "Succeeded"),
+        ("DEPLOYMENT_SUCCESSFUL", DEPLOYMENT, "Succeeded"),
+    ]
+    assert sorted(by_webhook[examples.standard]) == both
+    assert sorted(by_webhook[examples.audit]) == both
+    assert by_webhook[examples.slack] == [("DEPLOYMENT_SUCCESSFUL", DEPLOYMENT, "Succeeded")]
+    names = {item["metadata"]["name"] for item in deliveries}
+    assert {items[n]["status"]["lastDelivery"]["name"] for n in (examples.standard, examples.slack)} <= names
     assert examples.shared_secret not in raw
     assert examples.signing_key not in raw
     assert examples.paths[examples.slack] not in raw  # the Slack URL is a credential

@@ -460,18 +460,19 @@ async def test_big_environments_with_the_receiver_down_for_1000_events_stay_unde
     await sink.start()
     await sink.stop()  # down: connection refused, on a port that is known
     message = "m" * 16 * 1024
-    logs = [f"{n:03d} " + "l" * 300 for n in range(100)]
+    logs = [f"{n:03d} " + "l" * 200 for n in range(100)]  # 20 KiB: more than a Delivery keeps
     load = burst(namespace, envs=50, deployments=10, message=message, logs=logs)
     await api.create(namespace, "webhooks", webhook("hook", namespace, sink.url))
     await load.create(api, services=150)
-    # Each delivery is attempted again every 15 s: a few attempts while down, not hundreds.
+    # Each delivery is attempted again every 60 s: once or twice while down, not dozens of times
+    # (every attempt rewrites a ~50 KiB Delivery); the first retries come once the receiver is back.
     await start_herald(
-        HERALD_NAMESPACE=namespace, HERALD_RETAIN="2000", HERALD_RETRY_SCHEDULE=",".join(["15"] * 20), **QUIET
+        HERALD_NAMESPACE=namespace, HERALD_RETAIN="2000", HERALD_RETRY_SCHEDULE=",".join(["60"] * 10), **QUIET
     )
     began = time.monotonic()
     try:
         async with ledgers_of(api, namespace) as ledgers:
-            await load.drive(api, ledgers, timeout=240)
+            await load.drive(api, ledgers, timeout=300)  # 76-124 s on two shared cores
         driven = time.monotonic() - began
         peak = await _sizes(installed, namespace)
         counted = await outcomes(api, namespace, "hook")
@@ -563,13 +564,14 @@ async def test_sigkill_at_random_moments_of_a_burst_loses_nothing(
         herald = await start_herald(**env)
         async with ledgers_of(api, namespace) as ledgers:
             driving = asyncio.create_task(load.drive(api, ledgers, timeout=240))
-            for _ in range(3):
-                delay = rng.uniform(1.0, 8.0)
-                done, _pending = await asyncio.wait({driving}, timeout=delay)
-                assert not done, f"the burst ended before kill {len(kills) + 1}: make it longer"
+            # The moments: after a random number of requests each, so every kill falls inside the
+            # burst however fast this machine is (sometimes while Herald is still resuming).
+            moments = sorted(rng.sample(range(load.events // 20, load.events * 9 // 10), 3))
+            for moment in moments:
+                await wait_for_count(lambda: len(sink.got), moment, timeout=120, what=f"request {moment}")
                 killed_at = time.monotonic()
                 await herald.stop(signal.SIGKILL)
-                print(f"SIGKILL {len(kills) + 1} after {delay:.2f} s, {len(sink.got)} requests so far")
+                print(f"SIGKILL {len(kills) + 1} at request {moment} ({len(sink.got)} so far)")
                 restarted_at = time.monotonic()
                 kills.append(Kill(killed_at, restarted_at))
                 herald = await start_herald(**env)
