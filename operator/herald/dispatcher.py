@@ -24,6 +24,7 @@ unreadable): Ready says why, and they resume, attempts intact, once that is mend
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import datetime
@@ -80,6 +81,7 @@ __all__ = ["Dispatcher", "EventPoster", "NotPersisted", "Submission"]
 logger = logging.getLogger("herald.dispatcher")
 
 VERIFY_READS = 8  # lookups of possibly stored deliveries in flight per webhook
+RECENT_WINDOW = 120.0  # seconds a finished payload_id is remembered (API reads time out after 30)
 
 
 # (object's apiVersion/kind/metadata, event type Normal|Warning, reason, message)
@@ -136,6 +138,9 @@ class _Worker:
         self._verifying: dict[str, asyncio.Future[None]] = {}  # payload_id -> lookup done
         self._verify_slots = asyncio.Semaphore(VERIFY_READS)
         self._full = False  # at the backlog bound (said once per spell)
+        # Finished here lately (payload_id -> when): a Delivery read before it finished (a startup
+        # listing, a lookup) must not queue it again. Kept RECENT_WINDOW seconds, longer than any read.
+        self._finished: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._wake = asyncio.Event()
         self._validated_generation: int | None = None
         self._bucket: ratelimit.Bucket | None = None  # this receiver's rate limit and Retry-After hold
@@ -324,12 +329,21 @@ class _Worker:
     def adopt(self, stored: PendingDelivery) -> None:
         """A pending Delivery object read back after a restart: attempted again on its schedule."""
         queued = self.queue.get(stored.record.payload_id)
+        if stored.record.payload_id in self._finished:
+            return  # read before this process finished it
         if queued is not None and queued.record.attempts >= stored.record.attempts:
             return
         self.queue.put(stored)
         self.owner.store.put(self.delivery_owner, stored, exists=True, write=False)
         self._summary()
         self._wake.set()
+
+    def _remember_finished(self, payload_id: str) -> None:
+        now = self.owner.clock()
+        self._finished[payload_id] = now
+        self._finished.move_to_end(payload_id)
+        while self._finished and next(iter(self._finished.values())) < now - RECENT_WINDOW:
+            self._finished.popitem(last=False)
 
     def drop(self, payload_id: str) -> None:
         """Its Delivery object was deleted (by a person, or with its webhook): it is not sent."""
@@ -548,6 +562,7 @@ class _Worker:
         updated = PendingDelivery(record=record, notification=pending.notification)
         if decision.finished:
             self.queue.remove(payload_id)
+            self._remember_finished(payload_id)
         else:
             self.queue.put(updated)
         delivery_owner = self.delivery_owner

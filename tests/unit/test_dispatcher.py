@@ -642,3 +642,21 @@ async def test_removing_an_annotation_lets_the_same_value_be_asked_for_again() -
         assert len(h.api.of()) == 1  # one Delivery object for it throughout
     finally:
         await h.d.close()
+
+
+async def test_a_delivery_read_pending_just_before_it_finished_is_not_sent_again() -> None:
+    """A startup listing (or a lookup) that read a Delivery while this process was finishing it."""
+    h = Harness()
+    hook = view()
+    try:
+        await asyncio.wait_for(h.d.submit([(hook, event(1))]).stored, timeout=10)
+        await wait_for(lambda: h.outcomes() == {"p-1": "Succeeded"}, timeout=10, what="delivered")
+        stale = stored_delivery(hook, 1, DeliveryOutcome.PENDING)  # what the read returned
+        h.api.objects.clear()
+        h.api.add(stale)
+        assert await h.d.resume() == 1  # read as pending...
+        await wait_for(lambda: not h.d._background, timeout=10, what="settled")
+        assert h.client.sent == ["p-1"]  # ...but not sent a second time
+        assert h.pending(hook) == ()
+    finally:
+        await h.d.close()
