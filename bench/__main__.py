@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from bench.e2e import StormRun, status_patch_load, storm
+from bench.e2e import StormRun, status_patch_load, steady, storm
 from bench.harness import BENCH_SETTINGS, percentile
 from bench.latency import back_to_back, baseline_latency, herald_latency
 from bench.profiling import summarise
@@ -31,7 +31,7 @@ from bench.throughput import ThroughputRun, Workload, herald_throughput, httpx_t
 
 __all__ = ["QUICK", "SECTIONS", "Bench", "Sizes", "main", "run"]
 
-SECTIONS = ("latency", "throughput", "storm", "burst", "scale", "isolation", "profile")
+SECTIONS = ("latency", "throughput", "storm", "burst", "steady", "scale", "isolation", "profile")
 RESULTS = pathlib.Path(__file__).resolve().parent / "RESULTS.md"
 
 
@@ -58,6 +58,10 @@ class Sizes:
     retained_timeout: float = 300.0  # the same with retained deliveries: its startup scan lists them all
     burst: int = 1000  # events to one webhook at once, through the whole operator
     burst_retain: int = 10  # HERALD_RETAIN during the burst, so that retention prunes within it
+    steady_rate: float = 50.0  # events/s to one webhook: the happy path's API writes
+    steady_seconds: float = 20.0
+    steady_envs: int = 50  # Environments taking turns (each one event a second at 50/s)
+    steady_retain: int = 10  # HERALD_RETAIN during the stream, so that retention prunes within it
     startup_profile: float = 12.0  # seconds of a crowded startup profiled in process
     isolation: int = 100
     isolation_webhooks: int = 10
@@ -86,6 +90,10 @@ QUICK = Sizes(
     retained_timeout=60.0,
     burst=40,
     burst_retain=5,
+    steady_rate=20.0,
+    steady_seconds=2.0,
+    steady_envs=5,
+    steady_retain=5,
     startup_profile=1.0,
     isolation=8,
     isolation_webhooks=3,
@@ -337,6 +345,52 @@ async def _burst(bench: Bench) -> None:
     )
 
 
+async def _steady(bench: Bench) -> None:
+    """The happy path's API writes: a steady stream to one healthy webhook (none waits in a
+    queue), retention pruning within it. Next to the burst, where a backlog builds."""
+    report, sizes = bench.report, bench.sizes
+    run = await steady(
+        rate=sizes.steady_rate,
+        seconds=sizes.steady_seconds,
+        envs=sizes.steady_envs,
+        retain=sizes.steady_retain,
+    )
+    section = (
+        f"5 API load, steady {sizes.steady_rate:g} events/s to 1 webhook for {sizes.steady_seconds:g} s, "
+        f"retain {sizes.steady_retain}"
+    )
+    writes = sum(v for k, v in run.counters.items() if k.startswith("delivery writes"))
+    report.add(
+        section,
+        "Delivery writes per delivery (create+patch+delete)",
+        writes / max(run.events, 1),
+        target=at_most(2, of_ratio=False),
+    )
+    report.add(section, "status patches per delivery", run.counters["status patches"] / max(run.events, 1))
+    report.add(section, "events/s delivered", run.rate, unit="/s")
+    written = (run.events - 1) / run.written if run.written > 0 else math.nan
+    report.add(section, "events/s written", written, unit="/s")
+    for name, seconds in run.cpu.items():
+        report.add(section, f"CPU per event, {name}", seconds * 1000 / max(run.events, 1), unit="ms")
+    for q in (50, 99):  # the watch event -> the receiver, with no backlog (no baseline: diagnostic)
+        report.add(section, f"latency p{q}", _ms(run.latencies, q), unit="ms")
+    report.check(
+        f"5 steady: herald delivered each of {run.events} events once, STARTED first",
+        not run.problems and run.received == run.events,
+        "; ".join(run.problems[:3]) or f"{run.received} received",
+    )
+    report.check(
+        f"5 steady: retention pruned within the run (retain {sizes.steady_retain})",
+        run.counters["pruned"] > 0,
+        f"{run.counters['pruned']:.0f} pruned",
+    )
+    report.note(
+        f"5 API load: Delivery writes in the steady stream ({run.events} deliveries, "
+        f"retain {sizes.steady_retain})",
+        _writes_text(run, deliveries=run.events),
+    )
+
+
 async def _scale(bench: Bench) -> None:
     report, sizes = bench.report, bench.sizes
     empty = bench.empty
@@ -473,6 +527,7 @@ RUNNERS = {
     "throughput": _throughput,
     "storm": _storm,
     "burst": _burst,
+    "steady": _steady,
     "scale": _scale,
     "isolation": _isolation,
     "profile": _profile,

@@ -15,16 +15,22 @@ import asyncio
 import collections
 import cProfile
 import dataclasses
+import math
+import os
+import pathlib
 import pstats
+import socket
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.baseline import raw_notifier
 from bench.harness import (
     Arrival,
     Cluster,
-    Sinks,
     classify,
     cluster,
     deploy,
@@ -37,12 +43,15 @@ from bench.harness import (
     steady_heap,
     webhook,
 )
+from bench.receivers import remote_sinks
+from bench.scale import herald_process, settle
+from herald.handlers import Runtime
 from herald.metrics import Metrics
 from herald.models import ObjectRef
 from herald.settings import Settings
 from herald.testing import running_operator
 
-__all__ = ["StormRun", "status_patch_load", "storm"]
+__all__ = ["StormRun", "status_patch_load", "steady", "storm"]
 
 STATES = (("DEPLOYING", "DEPLOYMENT_STARTED"), ("DEPLOYED", "DEPLOYMENT_SUCCESSFUL"))
 
@@ -58,6 +67,8 @@ class StormRun:
     status_patch_times: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     settled: float = 0.0  # last delivery -> every status and ledger written, seconds
     counters: dict[str, float] = dataclasses.field(default_factory=dict)  # Herald's metrics at the end
+    written: float = float("nan")  # first state emitted -> last state emitted, seconds
+    cpu: dict[str, float] = dataclasses.field(default_factory=dict)  # process -> CPU seconds in ``wall``
     profile: pstats.Stats | None = None
 
     @property
@@ -78,10 +89,13 @@ def _expected(layout: list[tuple[str, str]], deployments: int) -> dict[str, list
     return want
 
 
-def _verify(receivers: Sinks, want: dict[str, list[Hashable]]) -> list[str]:
+def _verify(arrivals: list[Arrival], want: dict[str, list[Hashable]]) -> list[str]:
+    by_path: dict[str, list[Hashable]] = collections.defaultdict(list)
+    for a in arrivals:
+        by_path[a.path].append(a.key)
     problems: list[str] = []
     for path, keys in sorted(want.items()):
-        got = [a.key for a in receivers.by_path[path]]
+        got = by_path.get(path, [])
         counts = collections.Counter(got)
         missing = set(keys) - set(counts)
         duplicated = [k for k, n in counts.items() if n > 1]
@@ -101,7 +115,7 @@ def _verify(receivers: Sinks, want: dict[str, list[Hashable]]) -> list[str]:
         ):
             if items:
                 problems.append(f"{path}: {len(items)} {name}, e.g. {sorted(items, key=str)[:2]}")
-    stray = set(receivers.by_path) - set(want)
+    stray = set(by_path) - set(want)
     if stray:
         problems.append(f"deliveries to unknown paths {sorted(stray)[:3]}")
     return problems
@@ -156,27 +170,13 @@ async def storm(
                 events=total,
                 wall=wall,
                 latencies=_latencies(c, receivers.arrivals),
-                problems=_verify(receivers, want),
+                problems=_verify(receivers.arrivals, want),
                 received=len(receivers.arrivals),
             )
 
         metrics = Metrics()
         async with running_operator(c.emu, settings, metrics=metrics) as runtime:
-            await poll(
-                lambda: all(
-                    (
-                        s := runtime.dispatcher.status_of(
-                            cluster=False, ref=ObjectRef(namespace=ns, name="hook")
-                        )
-                    )
-                    is not None
-                    and s.observed_generation == 1
-                    for ns in names
-                ),
-                timeout=30,
-                what="the webhooks' workers",
-            )
-            await poll(lambda: _statuses_written(c, names), timeout=30, what="the webhooks' first status")
+            await _webhooks_ready(c, runtime, names)
             profiler = cProfile.Profile(time.process_time) if profile else None
             if profiler is not None:
                 profiler.enable()
@@ -196,20 +196,12 @@ async def storm(
             # Retention's last sweep (and any write still in flight) lands after the statuses.
             await poll(lambda: c.log.quiet(1.0), timeout=60, what="the operator to go quiet")
             requests = c.log.since(started)
-        api: collections.Counter[str] = collections.Counter()
-        patch_times: dict[str, list[float]] = collections.defaultdict(list)
-        for moment, request in requests:
-            kind = classify(request)
-            if kind == "UPDATE environments/status":
-                continue  # the storm's own writes, not Herald's
-            api[kind] += 1
-            if kind == "UPDATE webhooks/status":
-                patch_times[f"{request.namespace}/{request.name}"].append(moment)
+        api, patch_times = _requests(requests)
         return StormRun(
             events=total,
             wall=last - started,
             latencies=_latencies(c, receivers.arrivals),
-            problems=_verify(receivers, want),
+            problems=_verify(receivers.arrivals, want),
             received=len(receivers.arrivals),
             api=api,
             status_patch_times=dict(patch_times),
@@ -219,9 +211,156 @@ async def storm(
         )
 
 
+async def _webhooks_ready(c: Cluster, runtime: Runtime, namespaces: list[str]) -> None:
+    """Each namespace's webhook has its worker and its first status written."""
+    await poll(
+        lambda: all(
+            (s := runtime.dispatcher.status_of(cluster=False, ref=ObjectRef(namespace=ns, name="hook")))
+            is not None
+            and s.observed_generation == 1
+            for ns in namespaces
+        ),
+        timeout=30,
+        what="the webhooks' workers",
+    )
+    await poll(lambda: _statuses_written(c, namespaces), timeout=30, what="the webhooks' first status")
+
+
+def _requests(requests: list[tuple[float, Any]]) -> tuple[collections.Counter[str], dict[str, list[float]]]:
+    """Herald's API requests by kind, and when each webhook's status was patched."""
+    api: collections.Counter[str] = collections.Counter()
+    patch_times: dict[str, list[float]] = collections.defaultdict(list)
+    for moment, request in requests:
+        kind = classify(request)
+        if kind == "UPDATE environments/status":
+            continue  # the deployments' own writes, not Herald's
+        api[kind] += 1
+        if kind == "UPDATE webhooks/status":
+            patch_times[f"{request.namespace}/{request.name}"].append(moment)
+    return api, dict(patch_times)
+
+
+async def steady(*, rate: float, seconds: float, envs: int, retain: int) -> StormRun:
+    """A steady stream of ``rate`` events a second for ``seconds`` to one webhook: the happy path.
+
+    ``herald run`` and the receiver run in processes of their own, as deployed: in one process
+    with the emulator, the whole pipeline kept up with about 25 events a second, and with the
+    receiver beside the emulator each attempt took 25 ms (one webhook's deliveries go one at a
+    time): a backlog either way, which is the burst's case.
+
+    The Environments are created once Herald runs, with no deployment yet (as new ones are in a
+    live cluster), then each takes its turn: event ``i`` of the stream is written ``i / rate``
+    seconds after the start, Environment ``i % envs`` stepping through its deployments
+    (DEPLOYING, then DEPLOYED). The counters are Herald's own, read from its /metrics.
+    """
+    deployments = max(1, round(rate * seconds / (2 * envs)))
+    layout = _layout(envs, 1)
+    want = _expected(layout, deployments)
+    total = sum(len(v) for v in want.values())
+    names = sorted({ns for ns, _ in layout})
+    port = _free_port()
+    async with cluster() as c, remote_sinks(1) as receivers:
+        load_objects(c.emu, [webhook("hook", f"{receivers.url()}/{ns}", namespace=ns) for ns in names])
+        env = {"HERALD_RETAIN": str(retain), "HERALD_METRICS_PORT": str(port)}
+        async with herald_process(c.emu, **env) as proc:
+            if math.isnan((await settle(c, proc, webhooks=len(names), timeout=60))[0]):
+                raise RuntimeError(f"herald run did not settle:\n{proc.output()[-3000:]}")
+            for ns, name in layout:  # no deployment yet: nothing for Herald to do until the stream
+                await c.emu.create(environment(name, namespace=ns))
+            await poll(lambda: c.log.quiet(0.5), timeout=30, what="the Environments to be created")
+            started = time.monotonic()
+            cpu = _cpu(proc.proc.pid if proc.proc else 0), time.process_time()
+
+            async def one(k: int, ns: str, name: str) -> None:
+                for step in range(2 * deployments):
+                    await asyncio.sleep(max(0.0, started + (step * envs + k) / rate - time.monotonic()))
+                    await deploy(c.emu, name, f"{name}-d{step // 2}", STATES[step % 2][0], namespace=ns)
+
+            pending: list[float] = [0.0]
+            sampler = asyncio.create_task(_sample_pending(port, pending))
+            with steady_heap():
+                await asyncio.gather(*(one(k, ns, name) for k, (ns, name) in enumerate(layout)))
+                await receivers.wait_count(total, timeout=120)
+            sampler.cancel()
+            arrivals = await receivers.arrivals()
+            last = max(a.at for a in arrivals)
+            used = {
+                "herald run": _cpu(proc.proc.pid if proc.proc else 0) - cpu[0],
+                "emulator, receiver, driver": time.process_time() - cpu[1],
+            }
+            await poll(
+                lambda: _settled(c, want, layout, deployments),
+                timeout=120,
+                what="every status and ledger written",
+            )
+            settled = time.monotonic() - last
+            await poll(lambda: c.log.quiet(1.5), timeout=60, what="the operator to go quiet", every=0.25)
+            api, patch_times = _requests(c.log.since(started))
+            counters = {**await _scraped(port), "most pending (sampled each second)": max(pending)}
+        return StormRun(
+            events=total,
+            wall=last - started,
+            latencies=_latencies(c, arrivals),
+            problems=_verify(arrivals, want),
+            received=len(arrivals),
+            api=api,
+            status_patch_times=patch_times,
+            settled=settled,
+            counters=counters,
+            written=max(c.emissions.first.values()) - min(c.emissions.first.values()),
+            cpu=used,
+        )
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds (user and system) a process has used: /proc/<pid>/stat."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _samples(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The samples of a ``herald run`` process's /metrics, by (name, labels)."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        text = await response.text()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def _sample_pending(port: int, into: list[float]) -> None:
+    """herald_pending_deliveries each second, until cancelled: whether the backlog waits in the
+    webhook's queue (counted) or before it (kopf, the flow: not counted)."""
+    while True:
+        into.append((await _samples(port)).get(("herald_pending_deliveries", ()), 0.0))
+        await asyncio.sleep(1.0)
+
+
+async def _scraped(port: int) -> dict[str, float]:
+    """``_counters`` of a ``herald run`` process, from its /metrics."""
+    samples = await _samples(port)
+
+    def read(name: str, labels: dict[str, str] | None = None) -> float | None:
+        return samples.get((name, tuple(sorted((labels or {}).items()))))
+
+    return _counters_from(read)
+
+
 def _counters(metrics: Metrics) -> dict[str, float]:
+    return _counters_from(metrics.registry.get_sample_value)
+
+
+def _counters_from(read: Callable[..., float | None]) -> dict[str, float]:
     """Delivery writes by verb, deferred and pruned deliveries, status patches: as /metrics says."""
-    read = metrics.registry.get_sample_value
     counters = {
         f"delivery writes: {verb}": read("herald_delivery_writes_total", {"verb": verb}) or 0.0
         for verb in ("create", "patch", "delete")
@@ -229,6 +368,8 @@ def _counters(metrics: Metrics) -> dict[str, float]:
     counters["deferred"] = read("herald_deliveries_deferred_total") or 0.0
     counters["pruned"] = read("herald_deliveries_pruned_total") or 0.0
     counters["status patches"] = read("herald_status_patches_total") or 0.0
+    # Per delivery, the mean attempt: the one worker of a webhook sends one at a time.
+    counters["attempt seconds (connect to response)"] = read("herald_delivery_duration_seconds_sum") or 0.0
     return counters
 
 

@@ -50,7 +50,15 @@ from herald.testing import Emulator, running_operator
 if TYPE_CHECKING:
     from tests.integration.operator_process import OperatorProcess
 
-__all__ = ["ProcessRun", "process_isolation", "process_latency", "retained_deliveries", "startup_profile"]
+__all__ = [
+    "ProcessRun",
+    "herald_process",
+    "process_isolation",
+    "process_latency",
+    "retained_deliveries",
+    "settle",
+    "startup_profile",
+]
 
 # Production settings, but for the loopback receivers and a cluster the emulator can serve.
 OPERATOR_ENV = {
@@ -168,10 +176,11 @@ def _crowd(receiver: str, *, webhooks: int, environments: int, namespaces: int) 
 
 
 @contextlib.asynccontextmanager
-async def _herald(emu: Emulator) -> AsyncIterator[OperatorProcess]:
+async def herald_process(emu: Emulator, **env: str) -> AsyncIterator[OperatorProcess]:
+    """``herald run`` against the emulator, with ``OPERATOR_ENV`` and then ``env``."""
     from tests.integration.operator_process import OperatorProcess
 
-    proc = OperatorProcess(emu, env=OPERATOR_ENV)
+    proc = OperatorProcess(emu, env={**OPERATOR_ENV, **env})
     try:
         await proc.start(wait=False)  # a big cluster can take longer than the helper waits
         yield proc
@@ -190,7 +199,7 @@ def _remove_files(proc: OperatorProcess) -> None:
 SCAN = ("LIST deliveries", "")  # Retention.scan: every Delivery's metadata, no selector
 
 
-async def _settle(
+async def settle(
     c: Cluster, proc: OperatorProcess, *, webhooks: int, timeout: float, scan: bool = False
 ) -> tuple[float, int]:
     """(seconds until every webhook's first status is written and the operator is quiet, statuses
@@ -254,18 +263,18 @@ async def process_latency(
             finally:
                 await notifier.stop()
             return ProcessRun(samples=samples, expected=n + warmup, received=len(receivers.arrivals))
-        async with _herald(c.emu) as proc:
+        async with herald_process(c.emu) as proc:
             if proc.proc is None:
                 raise RuntimeError("herald run did not start")
             pid = proc.proc.pid
             started = time.monotonic()
-            settle, written = await _settle(
+            settled, written = await settle(
                 c, proc, webhooks=webhooks + 1, timeout=timeout, scan=bool(retained)
             )
             rss, _ = _memory(pid)
             startup = _kinds(c.log[:])
             scan = c.lists_completed[SCAN][0] - started if c.lists_completed[SCAN] else float("nan")
-            if math.isnan(settle):
+            if math.isnan(settled):
                 _, peak = _memory(pid)
                 return ProcessRun(
                     samples=[],
@@ -273,7 +282,7 @@ async def process_latency(
                     received=0,
                     rss_mb=rss,
                     peak_mb=peak,
-                    settle=settle,
+                    settle=settled,
                     statuses_written=written,
                     startup_requests=startup,
                     scan=scan,
@@ -290,7 +299,7 @@ async def process_latency(
             received=len(receivers.by_path["/lat"]),
             rss_mb=rss,
             peak_mb=peak,
-            settle=settle,
+            settle=settled,
             statuses_written=written,
             hot_path_requests=hot,
             startup_requests=startup,
@@ -321,9 +330,9 @@ async def process_isolation(n: int, *, warmup: int, webhooks: int, hang: bool, t
         load_objects(c.emu, [environment(e) for e in envs])
         if hang:
             receivers.hanging.add(f"/{names[0]}")
-        async with _herald(c.emu) as proc:
-            settle, _ = await _settle(c, proc, webhooks=webhooks, timeout=timeout)
-            if math.isnan(settle):
+        async with herald_process(c.emu) as proc:
+            settled, _ = await settle(c, proc, webhooks=webhooks, timeout=timeout)
+            if math.isnan(settled):
                 raise RuntimeError(f"herald run did not settle in {timeout:.0f} s:\n{proc.output()[-3000:]}")
             samples, _ = await sequence(
                 c, receivers, envs=envs, paths=[f"/{name}" for name in names[1:]], warmup=warmup, prefix="i"

@@ -55,6 +55,10 @@ ROWS = [
     ("5 API load, during the storm", "API requests per event"),
     ("5 API load, burst to 1 webhook", "Delivery writes per delivery"),
     ("5 API load, burst to 1 webhook", "status patches per delivery"),
+    ("5 API load, steady 20 events/s to 1 webhook", "Delivery writes per delivery"),
+    ("5 API load, steady 20 events/s to 1 webhook", "events/s written"),
+    ("5 API load, steady 20 events/s to 1 webhook", "CPU per event, herald run"),
+    ("5 API load, steady 20 events/s to 1 webhook", "latency p50"),
     ("6 isolation", "p50, others"),
     ("6 isolation", "p99, others"),
 ]
@@ -62,6 +66,7 @@ NOTES = [
     "1 latency: where Herald's time goes",
     "5 API load: Herald's requests during the storm",
     "5 API load: Delivery writes in the burst",
+    "5 API load: Delivery writes in the steady stream",
     "4 scale (40 webhooks x 20 retained Deliveries): startup, until settled",
     "7 profile: the latency scenario",
     "7 profile: the delivery engine",
