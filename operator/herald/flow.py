@@ -458,8 +458,6 @@ class Flow:
     async def _handle(self, body: Mapping[str, Any], *, where: str, first: bool) -> None:
         await self.index.wait_ready()
         environment, spec, deployment = parse_environment(body)
-        if deployment is None:
-            return
         raw_ledger = (body.get("metadata") or {}).get("annotations", {}).get(LEDGER_ANNOTATION)
         try:
             persisted = parse_ledger(raw_ledger)
@@ -473,8 +471,8 @@ class Flow:
             persisted = NotifiedLedger()
         uid = environment.uid
         ledger = self.ledgers.merged(uid, persisted)
-        new_events = derive_events(deployment, ledger)
-        if not new_events:
+        new_events = derive_events(deployment, ledger) if deployment is not None else ()
+        if deployment is None or not new_events:
             if self.ledgers.get(uid) is None:
                 # Seen with nothing to notify: whatever it derives later happened in this
                 # process's watch, so no earlier Herald can have stored it (no lookup then).
