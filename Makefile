@@ -20,8 +20,15 @@ demo: $(STAMP)
 control-plane:
 	@bash tests/cluster/build-control-plane.sh >/dev/null
 
+# Two processes on the two cores: the pure and emulator tiers, and beside them the tiers that run
+# a real API server (their log follows). Either failing fails the target.
 test: $(STAMP) control-plane
-	$(BIN)/python -m pytest -q tests
+	@$(BIN)/python -m pytest -q -p no:cacheprovider tests/real tests/e2e > .test-cluster.log 2>&1 & \
+	cluster=$$!; \
+	$(BIN)/python -m pytest -q tests/unit tests/integration; local=$$?; \
+	wait $$cluster; remote=$$?; \
+	echo "---- tests/real, tests/e2e (exit $$remote)"; cat .test-cluster.log; \
+	test $$local -eq 0 -a $$remote -eq 0
 
 # Every figure next to a baseline measured in the same run; writes bench/RESULTS.md (~2-3 min).
 bench: $(STAMP)

@@ -792,7 +792,7 @@ class Kill:
 async def test_sigkill_at_random_moments_of_a_burst_loses_nothing(
     installed: ControlPlane, api: Api, namespace: str, sink: Sink, start_herald: Start
 ) -> None:
-    """A burst of 600 events; Herald is SIGKILLed three times at random moments and restarted.
+    """A burst of 200 events; Herald is SIGKILLed three times at random moments and restarted.
     Every event arrives, every Delivery ends Succeeded, and each duplicate is explained.
 
     The bound on duplicates, and why: Herald sends a delivery again after a restart only if its
@@ -806,7 +806,7 @@ async def test_sigkill_at_random_moments_of_a_burst_loses_nothing(
     seed = int(os.environ.get("HERALD_KILL_SEED", "20261129"))
     rng = random.Random(seed)
     print(f"SIGKILL seed {seed} (HERALD_KILL_SEED to replay)")
-    load = burst(namespace, envs=150, deployments=2)
+    load = burst(namespace, envs=50, deployments=2)
     await api.create(namespace, "webhooks", webhook("hook", namespace, sink.url))
     await load.create(api)
     env = {"HERALD_NAMESPACE": namespace, "HERALD_RETAIN": "2000", **QUIET}
