@@ -80,7 +80,7 @@ __all__ = ["Dispatcher", "EventPoster", "NotPersisted", "Submission"]
 
 logger = logging.getLogger("herald.dispatcher")
 
-VERIFY_READS = 8  # lookups of possibly stored deliveries in flight per webhook
+VERIFY_READS = 16  # lookups of possibly stored deliveries in flight, across all webhooks
 RECENT_WINDOW = 120.0  # seconds a finished payload_id is remembered (API reads time out after 30)
 
 
@@ -136,7 +136,6 @@ class _Worker:
         )
         self.queue = DueQueue()
         self._verifying: dict[str, asyncio.Future[None]] = {}  # payload_id -> lookup done
-        self._verify_slots = asyncio.Semaphore(VERIFY_READS)
         self._full = False  # at the backlog bound (said once per spell)
         # Finished here lately (payload_id -> when): a Delivery read before it finished (a startup
         # listing, a lookup) must not queue it again. Kept RECENT_WINDOW seconds, longer than any read.
@@ -383,7 +382,7 @@ class _Worker:
         store, owner = self.owner.store, self.delivery_owner
         payload_id = delivery.record.payload_id
         try:
-            async with self._verify_slots:
+            async with self.owner.verify_slots:
                 stored = await store.read(owner, payload_id)
         except ApiError as exc:  # unknown: send it (a duplicate at worst, never a loss)
             logger.warning("cannot tell whether %s was delivered already (%s); sending it", payload_id, exc)
@@ -647,6 +646,7 @@ class Dispatcher:
         self._wallclock = wallclock
         self.rand = rand
         self.slots = asyncio.Semaphore(settings.max_concurrency)
+        self.verify_slots = asyncio.Semaphore(VERIFY_READS)
         self.policy = policy_fingerprint(settings)
         self._post_event = post_event
         self._workers: dict[tuple[bool, ObjectRef], _Worker] = {}
