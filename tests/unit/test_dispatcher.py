@@ -27,13 +27,6 @@ from herald.kube import ApiError, ApiForbidden, ApiServerError, ApiUnreachable, 
 from herald.metrics import Metrics
 from herald.models import (
     DeliveryOutcome,
-    DeploymentEvent,
-    DeploymentState,
-    DeploymentStatus,
-    EnvironmentRef,
-    EnvironmentType,
-    EventType,
-    Named,
     PendingDelivery,
 )
 from herald.retry import AttemptResult, Verdict
@@ -42,23 +35,12 @@ from herald.status import WebhookStatus, WebhookView, condition, parse_webhook
 from herald.testing import wait_for
 
 from .fake_api import FakeApi
+from .test_status import event
 
 SETTINGS = Settings(
     status_interval=0.05, retry_schedule=(0.0, 0.0, 0.0), retry_jitter=0.0, secret_cache_ttl=0.0
 )
 T0 = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.UTC)
-
-
-def event(n: int, kind: EventType = EventType.DEPLOYMENT_STARTED) -> DeploymentEvent:
-    return DeploymentEvent(
-        event_type=kind,
-        payload_id=f"p-{n}",
-        created_at=T0 + datetime.timedelta(seconds=n),
-        environment=EnvironmentRef(uid="u", name="web", namespace="ns", type=EnvironmentType.PRODUCTION),
-        organization=Named(name="Acme"),
-        project=Named(name="shop"),
-        deployment=DeploymentStatus(id=f"d-{n}", current_status=DeploymentState.QUEUED),
-    )
 
 
 class Client:
