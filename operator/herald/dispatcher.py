@@ -389,7 +389,9 @@ class _Worker:
             stored = None
         finally:
             self._verifying.pop(payload_id, None)
-        if stored is None:
+        if payload_id in self.queue or payload_id in self._finished:
+            pass  # resumed from its object meanwhile, or even sent: never queued twice
+        elif stored is None:
             self.queue.put(delivery)
             store.put(owner, delivery)
         elif stored.delivery.record.outcome in (DeliveryOutcome.PENDING, DeliveryOutcome.RETRYING):

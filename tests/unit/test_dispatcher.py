@@ -642,3 +642,34 @@ async def test_a_delivery_read_pending_just_before_it_finished_is_not_sent_again
         assert h.pending(hook) == ()
     finally:
         await h.d.close()
+
+
+async def test_a_lookup_that_fails_never_replaces_a_delivery_resumed_meanwhile() -> None:
+    """The lookup of a derived-again event fails (sent anyway: at least once); the resumed copy
+    of the same delivery, queued while it was failing, is the one kept, never both."""
+    hook = view()
+    api = FakeApi()
+    api.add(stored_delivery(hook, 1, DeliveryOutcome.RETRYING, attempts=2))
+    h = Harness(api=api)
+    lookups = asyncio.Event()
+    real_get = api.get
+
+    async def slow_failing_get(*args: Any, **kwargs: Any) -> Any:
+        await lookups.wait()
+        raise ApiServerError("down", status=503)
+
+    api.get = slow_failing_get  # type: ignore[method-assign]
+    try:
+        h.d.observe(hook)
+        submitted = h.d.submit([(hook, event(1))], verify=True)
+        assert await h.d.resume() == 1  # queued from its object while the lookup hangs
+        lookups.set()
+        await asyncio.wait_for(submitted.stored, timeout=10)
+        await wait_for(lambda: h.outcomes() == {"p-1": "Succeeded"}, timeout=10, what="delivered")
+        await wait_for(lambda: not h.d._background, timeout=10, what="settled")
+        assert h.client.sent == ["p-1"]
+        [obj] = h.api.of()
+        assert obj["status"]["attempts"] == 3  # the resumed one, attempts carried on
+    finally:
+        api.get = real_get  # type: ignore[method-assign]
+        await h.d.close()
