@@ -46,6 +46,7 @@ __all__ = [
     "label_value",
     "owner_of",
     "parse_delivery",
+    "parse_time",
     "record_status",
     "status_patch",
     "to_object",
@@ -227,7 +228,8 @@ class Stored:
     redeliver: str | None  # a redeliver request not yet acted on
 
 
-def _parse_time(value: Any) -> datetime.datetime | None:
+def parse_time(value: Any) -> datetime.datetime | None:
+    """An API timestamp (RFC 3339, ``Z`` or an offset) as an aware datetime; None when it is not one."""
     if not isinstance(value, str):
         return None
     try:
@@ -262,10 +264,10 @@ def parse_delivery(obj: Mapping[str, Any]) -> Stored | None:
             attempts=int(status.get("attempts") or 0),
             http_status=status.get("httpStatus"),
             error=status.get("error"),
-            time=_parse_time(status.get("finishedAt") or status.get("lastAttemptAt")) or created,
+            time=parse_time(status.get("finishedAt") or status.get("lastAttemptAt")) or created,
             outcome=outcome,
             duration_ms=status.get("durationMs"),
-            next_attempt_at=_parse_time(status.get("nextAttemptAt")) if outcome in UNFINISHED else None,
+            next_attempt_at=parse_time(status.get("nextAttemptAt")) if outcome in UNFINISHED else None,
             attempt_log=log,
         )
     except (ValidationError, ValueError, TypeError):

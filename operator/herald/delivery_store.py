@@ -40,6 +40,7 @@ from herald.delivery_object import (
     Stored,
     delivery_name,
     parse_delivery,
+    parse_time,
     status_patch,
     to_object,
 )
@@ -330,13 +331,6 @@ def _created(meta: Mapping[str, Any]) -> str:
     return str(meta.get("creationTimestamp") or "")
 
 
-def _parse_time(text: str) -> datetime.datetime | None:
-    try:
-        return datetime.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-
-
 class Retention:
     """Prunes finished Delivery objects by count per webhook and by age; never a pending one."""
 
@@ -384,7 +378,7 @@ class Retention:
             self._sweeping.discard(key)
 
     def _expired(self, meta: Mapping[str, Any]) -> bool:
-        created = _parse_time(_created(meta).replace("Z", "+00:00"))
+        created = parse_time(meta.get("creationTimestamp"))
         limit = datetime.timedelta(seconds=self._settings.retain_for)
         return created is not None and self._now() - created > limit
 
@@ -474,7 +468,8 @@ class RedeliverWatch:
         self._timeout = timeout_seconds
 
     async def _current(self) -> str | None:
-        """The collection's resourceVersion now, without listing every object (a one-item page)."""
+        """The collection's resourceVersion now, without listing every object: a page whose selector
+        (an outcome no Delivery has) matches none, whose list metadata still carries the version."""
         async for page in self._api.pages(PLURAL, self._namespace, label_selector=f"{LABEL_OUTCOME}=none"):
             return page.resource_version
         return None

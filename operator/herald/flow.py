@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from herald.delivery_object import parse_time
 from herald.dispatcher import Submission
 from herald.events import (
     LEDGER_ANNOTATION,
@@ -317,11 +318,8 @@ class GoneWebhooks:
 
 def _created(body: Mapping[str, Any]) -> datetime.datetime:
     """When the object was created (long ago when it does not say)."""
-    text = str((body.get("metadata") or {}).get("creationTimestamp") or "")
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return datetime.datetime.min.replace(tzinfo=datetime.UTC)
+    created = parse_time((body.get("metadata") or {}).get("creationTimestamp"))
+    return created or datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
 
 # ---------------------------------------------------------------- the flow

@@ -30,6 +30,7 @@ class FakeApi:
         self.objects: dict[Key, dict[str, Any]] = {}
         self.writes: list[tuple[str, str]] = []  # (verb, name)
         self.failure: ApiError | None = None  # raised by every write while set
+        self.refused = 0  # writes that raised it
         self.page_size = page_size
         self._versions = itertools.count(1)
 
@@ -42,6 +43,7 @@ class FakeApi:
 
     def _write(self, verb: str, name: str) -> None:
         if self.failure is not None:
+            self.refused += 1
             raise self.failure
         self.writes.append((verb, name))
 
