@@ -292,11 +292,13 @@ class DeliveryStore:
                 body = to_object(entry.owner, delivery)
                 try:
                     await self._api.create(PLURAL, namespace, body, backoff=UNTIL_STORED)
+                    self._metrics.delivery_writes.labels(verb="create").inc()
                 except ApiConflict:  # stored before (a restart, an event derived again): update it
+                    self._metrics.delivery_writes.labels(verb="create").inc()
                     await self._api.patch(
                         PLURAL, namespace, name, status_patch(delivery.record), backoff=UNTIL_STORED
                     )
-                self._metrics.delivery_writes.labels(verb="create").inc()
+                    self._metrics.delivery_writes.labels(verb="patch").inc()
                 entry.created = True
                 entry.stored.set()
             elif entry.written < version:
