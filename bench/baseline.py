@@ -89,7 +89,8 @@ async def raw_notifier(api: str, target: Callable[[str], str]) -> AsyncIterator[
 
 class BaselineProcess:
     """The raw notifier in a child process (``python -m bench.baseline API TARGET``), to compare with
-    ``herald run`` in a child process: each alone in its own interpreter, as in production."""
+    ``herald run`` in a child process: each alone in its own interpreter, as in production.
+    ``{namespace}`` in TARGET stands for the Environment's namespace."""
 
     def __init__(self, api: str, target: str) -> None:
         self._args = (api, target)
@@ -108,12 +109,26 @@ class BaselineProcess:
 
         await stop_module(self._proc)
 
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("the baseline's process is not running")
+        return self._proc.pid
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[BaselineProcess]:
+        await self.start()
+        try:
+            yield self
+        finally:
+            await self.stop()
+
 
 async def _serve(api: str, target: str) -> None:
     loop = asyncio.get_running_loop()
     stdin = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
-    async with raw_notifier(api, lambda _: target):
+    async with raw_notifier(api, lambda namespace: target.format(namespace=namespace)):
         print("ready", flush=True)
         await stdin.read()  # until the parent closes it
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import cProfile
 import dataclasses
 import math
-import os
-import pathlib
 import pstats
 import socket
 import time
@@ -27,7 +26,7 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.baseline import raw_notifier
+from bench.baseline import BaselineProcess, raw_notifier
 from bench.harness import (
     Arrival,
     Cluster,
@@ -38,6 +37,7 @@ from bench.harness import (
     load_objects,
     max_in_window,
     poll,
+    process_cpu,
     raw_object,
     sinks,
     steady_heap,
@@ -51,7 +51,7 @@ from herald.models import ObjectRef
 from herald.settings import Settings
 from herald.testing import running_operator
 
-__all__ = ["StormRun", "status_patch_load", "steady", "storm"]
+__all__ = ["StormRun", "status_patch_load", "steady", "storm", "storm_process"]
 
 STATES = (("DEPLOYING", "DEPLOYMENT_STARTED"), ("DEPLOYED", "DEPLOYMENT_SUCCESSFUL"))
 
@@ -211,6 +211,42 @@ async def storm(
         )
 
 
+async def storm_process(*, envs: int, namespaces: int, deployments: int, herald: bool) -> StormRun:
+    """The storm as deployed: ``herald run`` (``herald`` False: the raw notifier) in a process of its
+    own and the receivers in another, so that neither the receivers' nor the driver's CPU is
+    counted against the sender, nor the sender's against the driver. The emulator (the API server)
+    stays in this process, as in ``steady``: what Herald's API writes cost it still slows the
+    driver's writes and the watch events Herald gets."""
+    layout = _layout(envs, namespaces)
+    want = _expected(layout, deployments)
+    total = sum(len(v) for v in want.values())
+    names = sorted({ns for ns, _ in layout})
+    async with cluster() as c, remote_sinks(1) as receivers:
+        load_objects(c.emu, [environment(env, namespace=ns) for ns, env in layout])
+        async with contextlib.AsyncExitStack() as stack:
+            if herald:
+                hooks = [webhook("hook", f"{receivers.url()}/{ns}", namespace=ns) for ns in names]
+                load_objects(c.emu, hooks)
+                proc = await stack.enter_async_context(herald_process(c.emu))
+                if math.isnan((await settle(c, proc, webhooks=len(names), timeout=60))[0]):
+                    raise RuntimeError(f"herald run did not settle:\n{proc.output()[-3000:]}")
+            else:
+                target = f"{receivers.url()}/{{namespace}}"
+                await stack.enter_async_context(BaselineProcess(c.emu.url, target).running())
+            started = time.monotonic()
+            with steady_heap():
+                await _drive(c, layout, deployments)
+                await receivers.wait_count(total, timeout=300)
+            arrivals = await receivers.arrivals()
+        return StormRun(
+            events=total,
+            wall=max(a.at for a in arrivals) - started,
+            latencies=_latencies(c, arrivals),
+            problems=_verify(arrivals, want),
+            received=len(arrivals),
+        )
+
+
 async def _webhooks_ready(c: Cluster, runtime: Runtime, namespaces: list[str]) -> None:
     """Each namespace's webhook has its worker and its first status written."""
     await poll(
@@ -269,7 +305,7 @@ async def steady(*, rate: float, seconds: float, envs: int, retain: int) -> Stor
                 await c.emu.create(environment(name, namespace=ns))
             await poll(lambda: c.log.quiet(0.5), timeout=30, what="the Environments to be created")
             started = time.monotonic()
-            cpu = _cpu(proc.proc.pid if proc.proc else 0), time.process_time()
+            cpu = process_cpu(proc.proc.pid if proc.proc else 0), time.process_time()
 
             async def one(k: int, ns: str, name: str) -> None:
                 for step in range(2 * deployments):
@@ -285,7 +321,7 @@ async def steady(*, rate: float, seconds: float, envs: int, retain: int) -> Stor
             arrivals = await receivers.arrivals()
             last = max(a.at for a in arrivals)
             used = {
-                "herald run": _cpu(proc.proc.pid if proc.proc else 0) - cpu[0],
+                "herald run": process_cpu(proc.proc.pid if proc.proc else 0) - cpu[0],
                 "emulator, receiver, driver": time.process_time() - cpu[1],
             }
             await poll(
@@ -310,12 +346,6 @@ async def steady(*, rate: float, seconds: float, envs: int, retain: int) -> Stor
             written=max(c.emissions.first.values()) - min(c.emissions.first.values()),
             cpu=used,
         )
-
-
-def _cpu(pid: int) -> float:
-    """CPU seconds (user and system) a process has used: /proc/<pid>/stat."""
-    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:

@@ -27,6 +27,8 @@ import gc
 import ipaddress
 import json
 import math
+import os
+import pathlib
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Sequence
@@ -61,6 +63,7 @@ __all__ = [
     "notification",
     "percentile",
     "poll",
+    "process_cpu",
     "raw_object",
     "sinks",
     "start_module",
@@ -567,6 +570,12 @@ async def poll(predicate: Callable[[], bool], *, timeout: float, what: str, ever
 
 
 # ---------------------------------------------------------------- statistics
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user and system) a process has used: /proc/<pid>/stat."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: Sequence[float], q: float) -> float:

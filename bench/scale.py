@@ -37,6 +37,7 @@ from bench.harness import (
     load_objects,
     notification,
     poll,
+    process_cpu,
     sinks,
     webhook,
 )
@@ -85,6 +86,7 @@ class ProcessRun:
     hot_path_requests: dict[str, int] = dataclasses.field(default_factory=dict)  # API calls during events
     startup_requests: dict[str, int] = dataclasses.field(default_factory=dict)  # API calls until settled
     scan: float = float("nan")  # start -> Retention's first scan of every Delivery listed to its end
+    cpu: float = float("nan")  # the sender's CPU seconds per measured event, its aftermath included
 
 
 def _memory(pid: int) -> tuple[float, float]:
@@ -254,15 +256,13 @@ async def process_latency(
             load_objects(c.emu, retained_deliveries(webhooks, retained, namespaces=namespaces))
         load_objects(c.emu, [environment(e) for e in envs])
         if not herald:
-            notifier = BaselineProcess(c.emu.url, f"{receivers.url()}/lat")
-            await notifier.start()
-            try:
+            async with BaselineProcess(c.emu.url, f"{receivers.url()}/lat").running() as notifier:
+                cpu = process_cpu(notifier.pid)
                 samples, _ = await sequence(
                     c, receivers, envs=envs, paths=["/lat"], warmup=warmup, prefix="p"
                 )
-            finally:
-                await notifier.stop()
-            return ProcessRun(samples=samples, expected=n + warmup, received=len(receivers.arrivals))
+                cpu = (process_cpu(notifier.pid) - cpu) / (n + warmup)
+            return ProcessRun(samples=samples, expected=n + warmup, received=len(receivers.arrivals), cpu=cpu)
         async with herald_process(c.emu) as proc:
             if proc.proc is None:
                 raise RuntimeError("herald run did not start")
@@ -287,10 +287,11 @@ async def process_latency(
                     startup_requests=startup,
                     scan=scan,
                 )
-            before = len(c.log)
+            before, cpu = len(c.log), process_cpu(pid)
             samples, _ = await sequence(c, receivers, envs=envs, paths=["/lat"], warmup=warmup, prefix="p")
             # Let the handlers finish (status, ledger, Events) so their API calls are counted too.
             await poll(lambda: c.log.quiet(1.5), timeout=120, what="the operator to go quiet", every=0.25)
+            cpu = (process_cpu(pid) - cpu) / (n + warmup)
             _, peak = _memory(pid)
             hot = _kinds(c.log[before:])
         return ProcessRun(
@@ -302,6 +303,7 @@ async def process_latency(
             settle=settled,
             statuses_written=written,
             hot_path_requests=hot,
+            cpu=cpu,
             startup_requests=startup,
             scan=scan,
         )

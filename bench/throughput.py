@@ -26,7 +26,7 @@ import httpx
 from bench.harness import Arrival, notification, webhook
 from bench.receivers import RemoteSinks, remote_sinks
 from herald import USER_AGENT
-from herald.delivery import MAX_KEEPALIVE_CONNECTIONS, DeliveryClient
+from herald.delivery import DeliveryClient
 from herald.dispatcher import Dispatcher
 from herald.kube import Page, Secret
 from herald.metrics import Metrics
@@ -227,7 +227,7 @@ async def httpx_throughput(load: Workload, *, settings: Settings) -> ThroughputR
         bodies = {
             _url(receivers, load, k): [standard.render(e) for e in events[k]] for k in range(load.webhooks)
         }
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS)
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=settings.max_concurrency)
         slots = asyncio.Semaphore(settings.max_concurrency)
         async with httpx.AsyncClient(
             limits=limits, timeout=settings.delivery_timeout, trust_env=False

@@ -11,7 +11,7 @@ imports only from layers below its own; modules of one layer do not import each 
 6. ``delivery_store`` (Delivery objects: writes, retention, the redeliver watch) |
    ``credentials`` (a webhook's Secrets, opted in and cached) | ``status_writer`` (the summary)
 7. ``delivery`` (receivers' HTTP) | ``kube`` (the API client) | ``leader`` | ``metrics`` |
-   ``index`` | ``heap`` | ``cluster_events``
+   ``index`` | ``heap`` | ``kube_events``
 8. the pure core: ``decision`` (what an attempt means) | ``delivery_object`` (a delivery as its
    object) | ``due`` (a webhook's queue in due order), then ``signing`` | ``egress`` | ``retry`` |
    ``status`` | ``sources`` | ``rbac`` | ``health`` | ``ratelimit``, then ``payloads``,

@@ -25,10 +25,11 @@ Outcomes::
             NetworkError, ProtocolError, TransportError
             InvalidCA, InvalidSecret, SigningError   a Secret's value is unusable (re-read per attempt)
 
-Egress is judged on the address actually connected to: ``PolicedNetworkBackend`` resolves the
-host itself, once per connection, checks every candidate and connects to an allowed IP
-literal, so no second resolution (DNS rebinding) can swap the address after the check. TLS
-still verifies the URL's hostname: httpcore passes the origin's host to ``start_tls``.
+Egress is judged on the address actually connected to: ``PolicedResolver`` resolves the host
+itself, once per connection, checks every candidate and hands the connection only the allowed
+IP addresses, so no second resolution (DNS rebinding) can swap the address after the check; an
+IP literal is judged before the request. TLS still verifies the URL's hostname (aiohttp passes
+it as the server name). The requests go through httpx's client over ``AiohttpTransport``.
 """
 
 from __future__ import annotations
@@ -45,15 +46,17 @@ import socket
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
+import aiohttp
+import aiohttp.abc
 import certifi
-import httpcore
 import httpx
 
 from herald.egress import Address, denial_reason, scheme_error
+from herald.http_client import AiohttpTransport, CookielessClient
 from herald.redact import redact_url, scrub
 from herald.retry import AttemptResult, Verdict, classify_status, parse_retry_after
 from herald.settings import Settings
@@ -61,16 +64,16 @@ from herald.signing import signature_headers
 
 __all__ = [
     "CA_CLIENT_CACHE_SIZE",
-    "MAX_KEEPALIVE_CONNECTIONS",
     "DeliveryClient",
     "DeliveryError",
     "EgressDenied",
     "OutgoingRequest",
     "PermanentError",
-    "PolicedNetworkBackend",
+    "PolicedResolver",
     "Resolver",
     "SystemResolver",
     "TransientError",
+    "Unresolvable",
 ]
 
 # Receivers behind private CAs each get a pooled client; this bounds how many stay open.
@@ -78,7 +81,6 @@ CA_CLIENT_CACHE_SIZE = 32
 # Idle connections are kept this long: below Node.js's 5 s server keep-alive default, so we
 # rarely reuse a connection the receiver is closing, yet a burst of events shares one.
 KEEPALIVE_EXPIRY = 4.0
-MAX_KEEPALIVE_CONNECTIONS = 64
 # Header values must be visible ASCII (RFC 9110); anything else would be refused or, worse,
 # echoed by the HTTP library in an error message.
 _HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")
@@ -165,173 +167,71 @@ class SystemResolver:
         return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-class PolicedNetworkBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend, resolving and judging every address before connecting to it."""
+class Unresolvable(OSError):
+    """The receiver's host has no address: said as the resolver said it, not as aiohttp wraps it."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        resolver: Resolver,
-        inner: httpcore.AsyncNetworkBackend | None = None,
-    ) -> None:
+
+class PolicedResolver(aiohttp.abc.AbstractResolver):
+    """Resolves a receiver's host and hands the connection only the addresses the egress policy
+    allows, so the address judged is the address connected to (DNS rebinding cannot slip past).
+
+    aiohttp skips the resolver for an IP literal: ``DeliveryClient`` judges those before a request.
+    Each new connection resolves afresh (the connection keeps no DNS cache).
+    """
+
+    def __init__(self, settings: Settings, *, resolver: Resolver) -> None:
         self._settings = settings
         self._resolver = resolver
-        self._inner = inner if inner is not None else httpcore.AnyIOBackend()
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        candidates = await self._addresses(host, port, deadline=deadline)
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        try:
+            async with asyncio.timeout(self._settings.connect_timeout):
+                answers = await self._resolver.resolve(host, port)
+        except TimeoutError as exc:
+            raise aiohttp.ConnectionTimeoutError(f"resolving {host} timed out") from exc
+        except OSError as exc:
+            raise Unresolvable(f"cannot resolve {host}: {exc.strerror or exc}") from exc
+        candidates: list[Address] = []
+        for answer in answers:
+            with contextlib.suppress(ValueError):
+                candidates.append(ipaddress.ip_address(answer))
         if not candidates:
-            raise httpcore.ConnectError(f"cannot resolve {host}: no address")
-        allowed: list[str] = []
+            raise Unresolvable(f"cannot resolve {host}: no address")
+        allowed: list[Address] = []
         denials: list[str] = []
         for candidate in candidates:
             why = denial_reason(candidate, self._settings)
             if why is None:
-                allowed.append(str(candidate))
+                allowed.append(candidate)
             else:
                 denials.append(why)
         if not allowed:
             raise EgressDenied(denials[0])
-
-        async def connect(address: str) -> httpcore.AsyncNetworkStream:
-            remaining = None if deadline is None else max(0.0, deadline - loop.time())
-            return await self._inner.connect_tcp(
-                address, port, timeout=remaining, local_address=local_address, socket_options=socket_options
+        return [
+            aiohttp.abc.ResolveResult(
+                hostname=host,
+                host=str(address),
+                port=port,
+                family=socket.AF_INET6 if address.version == 6 else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
             )
+            for address in allowed
+        ]
 
-        for address in allowed[:-1]:
-            with contextlib.suppress(httpcore.ConnectError):  # unreachable: try the next address
-                return await connect(address)
-        return await connect(allowed[-1])
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise EgressDenied("unix sockets are not a delivery target")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-    async def _addresses(self, host: str, port: int, *, deadline: float | None) -> list[Address]:
-        """The IP literal itself, or what the resolver answers within the connect timeout."""
-        try:
-            return [ipaddress.ip_address(host)]
-        except ValueError:
-            pass
-        try:
-            async with asyncio.timeout_at(deadline):
-                answers = await self._resolver.resolve(host, port)
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"resolving {host} timed out") from exc
-        except OSError as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror or exc}") from exc
-        addresses = []
-        for answer in answers:
-            with contextlib.suppress(ValueError):
-                addresses.append(ipaddress.ip_address(answer))
-        return addresses
-
-
-# ---------------------------------------------------------------- httpx over our own pool
-
-
-# httpx.AsyncHTTPTransport builds its httpcore pool without a network-backend argument;
-# replacing its private ``_pool`` would work but ties us to an attribute httpx never promised.
-# This adapter uses only the public APIs of httpx and httpcore, at the cost of repeating
-# httpx's translation of httpcore's exceptions (most specific first).
-_CORE_TO_HTTPX: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
-    (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout),
-    (httpcore.PoolTimeout, httpx.PoolTimeout),
-    (httpcore.TimeoutException, httpx.TimeoutException),
-    (httpcore.ConnectError, httpx.ConnectError),
-    (httpcore.ReadError, httpx.ReadError),
-    (httpcore.WriteError, httpx.WriteError),
-    (httpcore.NetworkError, httpx.NetworkError),
-    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
-    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
-    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
-    (httpcore.ProtocolError, httpx.ProtocolError),
-)
-
-
-class _HttpxErrors:
-    """httpcore's exceptions raised as httpx's. A plain class, not a generator-based context
-    manager: it wraps every request and every response read, so its cost is per delivery."""
-
-    def __enter__(self) -> None:
+    async def close(self) -> None:
         return None
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        if isinstance(exc, Exception):
-            for core, mapped in _CORE_TO_HTTPX:
-                if isinstance(exc, core):
-                    raise mapped(str(exc)) from exc
 
-
-_httpx_errors = _HttpxErrors()
-
-
-class _CoreStream(httpx.AsyncByteStream):
-    def __init__(self, stream: AsyncIterable[bytes]) -> None:
-        self._stream = stream
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _httpx_errors:
-            async for part in self._stream:
-                yield part
-
-    async def aclose(self) -> None:
-        close = getattr(self._stream, "aclose", None)
-        if close is not None:
-            with _httpx_errors:
-                await close()
-
-
-class _CoreTransport(httpx.AsyncBaseTransport):
-    def __init__(self, pool: httpcore.AsyncConnectionPool) -> None:
-        self._pool = pool
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        core_request = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=request.url.raw_scheme,
-                host=request.url.raw_host,
-                port=request.url.port,
-                target=request.url.raw_path,
-            ),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
-        with _httpx_errors:
-            response = await self._pool.handle_async_request(core_request)
-        if not isinstance(response.stream, AsyncIterable):
-            raise TypeError("an async pool returned a sync stream")
-        return httpx.Response(
-            status_code=response.status,
-            headers=response.headers,
-            stream=_CoreStream(response.stream),
-            extensions=response.extensions,
-        )
-
-    async def aclose(self) -> None:
-        await self._pool.aclose()
+def _literal_denial(host: str, settings: Settings) -> str | None:
+    """Why the egress policy refuses ``host`` when it is an IP literal (None: allowed, or a name)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return denial_reason(address, settings)
 
 
 # ---------------------------------------------------------------- the client
@@ -374,7 +274,7 @@ class DeliveryClient:
     def __init__(self, settings: Settings, *, resolver: Resolver | None = None, user_agent: str) -> None:
         self._settings = settings
         self._user_agent = user_agent
-        self._backend = PolicedNetworkBackend(
+        self._resolver = PolicedResolver(
             settings, resolver=resolver if resolver is not None else SystemResolver()
         )
         self._shared = _Pooled(self._client(_ssl_context(None)))
@@ -443,6 +343,9 @@ class DeliveryClient:
             raise EgressDenied(refused)
         if not url.host:
             raise PermanentError("InvalidURL", "InvalidURL: the URL has no host")
+        denied = _literal_denial(url.host, self._settings)
+        if denied is not None:
+            raise EgressDenied(denied)
         headers = self._headers(request, when=when)
         limit = self._settings.max_response_bytes
         async with self._lease(request.ca_pem) as client:
@@ -494,15 +397,14 @@ class DeliveryClient:
     # ------------------------------------------------------------ clients
 
     def _client(self, context: ssl.SSLContext) -> httpx.AsyncClient:
-        pool = httpcore.AsyncConnectionPool(
-            ssl_context=context,
-            max_connections=None,  # the dispatcher bounds attempts in flight
-            max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS,
-            keepalive_expiry=KEEPALIVE_EXPIRY,
-            network_backend=self._backend,
+        transport = AiohttpTransport(
+            tls=context,
+            connections=0,  # the dispatcher bounds attempts in flight
+            resolver=self._resolver,
+            keepalive=KEEPALIVE_EXPIRY,
         )
-        return httpx.AsyncClient(
-            transport=_CoreTransport(pool),
+        return CookielessClient(
+            transport=transport,
             timeout=httpx.Timeout(self._settings.delivery_timeout, connect=self._settings.connect_timeout),
             follow_redirects=False,
             # Nothing from the environment: a proxy would connect for us, past the egress policy
@@ -579,6 +481,10 @@ def _wrapped(exc: Exception, *, settings: Settings) -> DeliveryError:
     if isinstance(exc, httpx.TimeoutException):
         return TransientError("Timeout", f"{name}: {detail}")
     for cause in _causes(exc):
+        if isinstance(cause, Unresolvable):
+            return TransientError("ConnectError", f"ConnectError: {cause}")
+        if isinstance(cause, aiohttp.ClientError):
+            continue  # aiohttp's wrapper (some subclass ssl's errors): the original is further down
         if isinstance(cause, ssl.SSLCertVerificationError):
             return TransientError("TLSError", f"TLSError: certificate verify failed: {cause.verify_message}")
         if isinstance(cause, ssl.SSLError):

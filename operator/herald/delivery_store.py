@@ -20,7 +20,6 @@ Herald was not watching is found by the next scan.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import datetime
 import logging
@@ -152,8 +151,8 @@ class DeliveryStore:
         self._gone = gone  # (owner, payload_id): its object was deleted, by a person or the GC
         self._grace = grace
         self._entries: dict[Key, _Entry] = {}
-        self._ready: collections.deque[Key] = collections.deque()
-        self._wake = asyncio.Event()
+        # Each queued key wakes one writer (an Event would wake all of them for every write).
+        self._ready: asyncio.Queue[Key] = asyncio.Queue()
         self._progress = asyncio.Event()  # set after each write
         self._closed = False
         self._writers = [
@@ -203,8 +202,7 @@ class DeliveryStore:
             entry.again = True
             return
         entry.queued = True
-        self._ready.append(key)
-        self._wake.set()
+        self._ready.put_nowait(key)
 
     async def stored(self, keys: Iterable[Key]) -> None:
         """Wait until every one of these Delivery objects exists; NotPersisted if Herald stops first."""
@@ -258,11 +256,7 @@ class DeliveryStore:
 
     async def _drain(self) -> None:
         while True:
-            if not self._ready:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            key = self._ready.popleft()
+            key = await self._ready.get()
             entry = self._entries.get(key)
             if entry is None:
                 continue

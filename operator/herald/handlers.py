@@ -15,18 +15,18 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
 from herald import USER_AGENT
-from herald.cluster_events import ClusterEventPoster
 from herald.delivery import DeliveryClient, Resolver
 from herald.delivery_store import RedeliverWatch
 from herald.dispatcher import Dispatcher
 from herald.flow import Flow, GoneWebhooks
 from herald.index import WebhookIndex
 from herald.kube import API_GROUP, API_VERSION, ApiConnection, KubeClient
+from herald.kube_events import EventPoster
 from herald.ledger import Ledgers, LedgerWriter
 from herald.metrics import Metrics
 from herald.models import ObjectRef
@@ -34,7 +34,7 @@ from herald.settings import Settings
 from herald.source_handlers import register_sources
 from herald.status import parse_webhook
 
-__all__ = ["Runtime", "api_login", "build_registry", "in_cluster_server", "login_info"]
+__all__ = ["NoDiffBase", "Runtime", "api_login", "build_registry", "in_cluster_server", "login_info"]
 
 logger = logging.getLogger("herald.handlers")
 
@@ -50,7 +50,7 @@ class Runtime:
     kube: KubeClient
     dispatcher: Dispatcher
     ledger_writer: LedgerWriter
-    cluster_events: ClusterEventPoster
+    events: EventPoster
     flow: Flow
     background: tuple[asyncio.Task[None], ...] = ()
 
@@ -107,8 +107,19 @@ async def deliveries(dispatcher: Dispatcher, index: WebhookIndex) -> None:
     await dispatcher.retention.run()
 
 
-def _body(raw: Mapping[str, Any]) -> kopf.Body:
-    return raw if isinstance(raw, kopf.Body) else kopf.Body(cast(kopf.RawBody, dict(raw)))
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff base: kopf compares it with each object only for change handlers, which Herald has
+    none of (a test holds to that), yet builds it from a deep copy of every watched object, status
+    included: a big Environment's whole status per watch event."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
 
 
 def build_registry(
@@ -141,6 +152,7 @@ def build_registry(
         # Log lines stay logs; Herald posts the Kubernetes Events it means explicitly.
         settings.posting.loggers = False
         settings.posting.reporting_component = "herald"
+        settings.persistence.diffbase_storage = NoDiffBase()
         # Re-list periodically so a silently dead watch connection heals on its own.
         settings.watching.server_timeout = config.watch_timeout
         settings.watching.client_timeout = config.watch_timeout + min(30, config.watch_timeout)
@@ -151,20 +163,14 @@ def build_registry(
 
         herald_metrics = metrics if metrics is not None else Metrics()
         kube = KubeClient(connect)
-        cluster_events = ClusterEventPoster(
+        events = EventPoster(
             kube.create_event,
             component=settings.posting.reporting_component,
             wallclock=lambda: datetime.datetime.now(datetime.UTC),
         )
 
-        def post_event(meta: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-            if (meta.get("metadata") or {}).get("namespace"):
-                kopf.event(_body(meta), type=type_, reason=reason, message=message)
-            else:  # kopf would file it under its own namespace, where `kubectl describe` never looks
-                cluster_events.post(meta, type_, reason, message)
-
         def announce(body: Mapping[str, Any], reason: str, message: str) -> None:
-            kopf.info(_body(body), reason=reason, message=message)
+            events.post(body, "Normal", reason, message)
 
         index = WebhookIndex()
 
@@ -177,7 +183,7 @@ def build_registry(
             sink=GoneWebhooks(kube, index=index, gone=gone),
             api=kube,
             secrets=kube,
-            post_event=post_event,
+            post_event=events.post,
             metrics=herald_metrics,
             clock=time.monotonic,
             wallclock=time.time,
@@ -201,7 +207,7 @@ def build_registry(
             kube=kube,
             dispatcher=dispatcher,
             ledger_writer=ledger_writer,
-            cluster_events=cluster_events,
+            events=events,
             flow=flow,
             background=(
                 asyncio.create_task(flow.learn_webhooks(), name="herald-learn-webhooks"),
@@ -233,7 +239,7 @@ def build_registry(
             await runtime.flow.close()
             await runtime.dispatcher.close()
             await runtime.ledger_writer.close(timeout=LEDGER_DRAIN_TIMEOUT)
-            await runtime.cluster_events.close()
+            await runtime.events.close()
             await runtime.dispatcher.client.aclose()
             await runtime.kube.aclose()
 

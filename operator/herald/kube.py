@@ -31,9 +31,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass, field
 from typing import Any
 
+import certifi
 import httpx
 
 from herald import USER_AGENT
+from herald.http_client import AiohttpTransport, CookielessClient
 from herald.rbac import ApiCall, find
 from herald.retry import parse_retry_after
 
@@ -268,16 +270,17 @@ class KubeClient:
             conn = await self._login()
         except Exception as exc:  # kopf.LoginError, an unreadable kubeconfig...
             raise ApiUnauthorized(f"cannot log in to the Kubernetes API: {exc}") from exc
-        return httpx.AsyncClient(
+        # A burst queues for a few kept-alive connections instead of opening (and closing) a hundred.
+        transport = self._transport or AiohttpTransport(
+            tls=conn.tls if conn.tls is not None else ssl.create_default_context(cafile=certifi.where()),
+            connections=API_CONNECTIONS,
+        )
+        return CookielessClient(
             base_url=conn.server,
             headers={"User-Agent": USER_AGENT, **conn.headers},
-            verify=conn.tls if conn.tls is not None else True,
             timeout=httpx.Timeout(30.0, connect=5.0),
-            # A burst queues for a few kept-alive connections instead of opening (and closing)
-            # a hundred: httpcore scans every pooled connection on each request.
-            limits=httpx.Limits(max_connections=API_CONNECTIONS, max_keepalive_connections=API_CONNECTIONS),
             trust_env=False,
-            transport=self._transport,
+            transport=transport,
         )
 
     async def _once(self, method: str, path: str, *, stream: bool = False, **kwargs: Any) -> httpx.Response:
@@ -526,7 +529,7 @@ class KubeClient:
         return _labels(body)
 
     async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
-        """A core/v1 Event (about a cluster-scoped object: kopf posts the others)."""
+        """A core/v1 Event (``kube_events.object_event``)."""
         await self._call(find("v1", "events", "create"), namespace=namespace, json=body)
 
     async def can_list(self, api_version: str, resource: str, namespace: str | None) -> None:

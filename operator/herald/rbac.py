@@ -90,7 +90,7 @@ KOPF_CALLS: tuple[ApiCall, ...] = (
         for plural in ("webhooks", "clusterwebhooks", "environments")
         for verb in ("list", "watch")
     ),
-    ApiCall(api_version="v1", resource="events", verb="create", why="kopf.event(): kubectl describe"),
+    ApiCall(api_version="v1", resource="events", verb="create", why="Events (kube_events): kubectl describe"),
     *(
         ApiCall(api_version=version, resource=plural, verb=verb, why="kopf watches a source", scope="sources")
         for version, plural in _SOURCE_KINDS

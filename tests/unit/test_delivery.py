@@ -13,7 +13,6 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
-import httpcore
 import pytest
 import trustme
 from aiohttp import web
@@ -24,7 +23,8 @@ from herald.delivery import (
     DeliveryClient,
     EgressDenied,
     OutgoingRequest,
-    PolicedNetworkBackend,
+    PolicedResolver,
+    Unresolvable,
 )
 from herald.retry import AttemptResult, Verdict
 from herald.settings import Settings
@@ -413,47 +413,36 @@ async def test_every_candidate_denied_names_the_first_reason(clients: Any) -> No
     assert result.error == "EgressDenied: 169.254.169.254 is a cloud metadata address"
 
 
-class RecordingBackend(httpcore.AsyncMockBackend):
-    """httpcore's mock network: records where a connection goes and never touches a socket."""
-
-    def __init__(self) -> None:
-        super().__init__([b"HTTP/1.1 204 No Content\r\n\r\n"])
-        self.hosts: list[str] = []
-
-    async def connect_tcp(
-        self, host: str, port: int, *args: Any, **kwargs: Any
-    ) -> httpcore.AsyncNetworkStream:
-        self.hosts.append(host)
-        return await super().connect_tcp(host, port, *args, **kwargs)
-
-
-async def test_backend_connects_to_exactly_the_address_it_judged() -> None:
-    inner = RecordingBackend()
-    resolver = FakeResolver({"rebind.test": [["93.184.216.34"], ["127.0.0.1"]]})
-    backend = PolicedNetworkBackend(Settings(), resolver=resolver, inner=inner)
-    await backend.connect_tcp("rebind.test", 443, timeout=1.0)
+async def test_the_resolver_hands_over_exactly_the_addresses_it_judged() -> None:
+    resolver = FakeResolver({"rebind.test": [["93.184.216.34", "127.0.0.1"], ["127.0.0.1"]]})
+    policed = PolicedResolver(Settings(), resolver=resolver)
+    first = await policed.resolve("rebind.test", 443)
+    assert [(r["host"], r["hostname"], r["port"]) for r in first] == [("93.184.216.34", "rebind.test", 443)]
     with pytest.raises(EgressDenied, match=r"127\.0\.0\.1 is a loopback address"):
-        await backend.connect_tcp("rebind.test", 443, timeout=1.0)
-    assert inner.hosts == ["93.184.216.34"]
+        await policed.resolve("rebind.test", 443)  # the second answer (a rebinding) is judged too
     assert resolver.calls == ["rebind.test", "rebind.test"]
+
+
+async def test_a_name_without_an_address_is_unresolvable() -> None:
+    policed = PolicedResolver(Settings(), resolver=FakeResolver({"none.test": [["not-an-address"]]}))
+    with pytest.raises(Unresolvable, match=r"cannot resolve none\.test: no address"):
+        await policed.resolve("none.test", 443)
 
 
 @pytest.mark.parametrize(
     ("host", "reason"),
     [
         ("127.0.0.1", "127.0.0.1 is a loopback address"),
-        ("::1", "::1 is a loopback address"),
+        ("[::1]", "::1 is a loopback address"),
         ("169.254.169.254", "169.254.169.254 is a cloud metadata address"),
-        ("::ffff:169.254.169.254", "cloud metadata"),
+        ("[::ffff:169.254.169.254]", "cloud metadata"),
     ],
 )
-async def test_backend_judges_ip_literals_without_resolving(host: str, reason: str) -> None:
-    inner = RecordingBackend()
+async def test_ip_literals_are_judged_without_resolving(clients: Any, host: str, reason: str) -> None:
     resolver = FakeResolver({})
-    backend = PolicedNetworkBackend(Settings(), resolver=resolver, inner=inner)
-    with pytest.raises(EgressDenied, match=reason):
-        await backend.connect_tcp(host, 80, timeout=1.0)
-    assert inner.hosts == []
+    result = await clients(Settings(), resolver).send(request(f"http://{host}:80/hook"))
+    assert result.verdict is Verdict.PERMANENT
+    assert reason in (result.error or "")
     assert resolver.calls == []
 
 

@@ -1,5 +1,6 @@
-"""cluster_events.py: Events about ClusterWebhooks in the form kube-apiserver accepts and
-`kubectl describe clusterwebhook` finds (involvedObject without a namespace, no eventTime)."""
+"""kube_events.py: Events in the form kube-apiserver accepts and `kubectl describe` finds: a
+ClusterWebhook's with an involvedObject without a namespace and no eventTime, in `default`; a
+namespaced object's in its own namespace."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from herald.cluster_events import EVENT_NAMESPACE, ClusterEventPoster, cluster_event
+from herald.kube_events import EVENT_NAMESPACE, POSTS_IN_FLIGHT, EventPoster, object_event
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
 META = {
@@ -19,7 +20,7 @@ META = {
 
 
 def test_the_event_names_no_namespace_and_lives_in_default() -> None:
-    body = cluster_event(
+    body = object_event(
         META, type_="Warning", reason="DeliveryFailed", message="x" * 5000, now=NOW, component="herald"
     )
     assert body["metadata"]["namespace"] == EVENT_NAMESPACE == "default"
@@ -38,9 +39,28 @@ def test_the_event_names_no_namespace_and_lives_in_default() -> None:
     assert body["metadata"]["name"].startswith("audit.")
 
 
+def test_a_namespaced_objects_event_lives_in_its_namespace() -> None:
+    meta = {
+        "apiVersion": "herald.dev/v1alpha1",
+        "kind": "Environment",
+        "metadata": {"name": "web", "namespace": "shop", "uid": "u-2"},
+    }
+    body = object_event(
+        meta, type_="Normal", reason="DeploymentStarted", message="m", now=NOW, component="herald"
+    )
+    assert body["metadata"]["namespace"] == "shop"
+    assert body["involvedObject"] == {
+        "apiVersion": "herald.dev/v1alpha1",
+        "kind": "Environment",
+        "name": "web",
+        "namespace": "shop",
+        "uid": "u-2",
+    }
+
+
 def test_two_events_of_one_instant_have_two_names() -> None:
     first, second = (
-        cluster_event(META, type_="Normal", reason="R", message="m", now=NOW, component="herald")
+        object_event(META, type_="Normal", reason="R", message="m", now=NOW, component="herald")
         for _ in (1, 2)
     )
     assert first["metadata"]["name"] != second["metadata"]["name"]
@@ -55,10 +75,10 @@ async def test_a_refused_post_is_logged_and_bounded() -> None:
         posted.append((namespace, body))
         raise ConnectionError("refused")  # logged, never raised to the caller
 
-    poster = ClusterEventPoster(create, component="herald", wallclock=lambda: NOW)
-    for n in range(40):
+    poster = EventPoster(create, component="herald", wallclock=lambda: NOW)
+    for n in range(POSTS_IN_FLIGHT + 8):
         poster.post(META, "Normal", f"R{n}", "m")
     release.set()
     await poster.close()
-    assert len(posted) == 32  # POSTS_IN_FLIGHT; the rest were dropped, not queued without bound
+    assert len(posted) == POSTS_IN_FLIGHT  # the rest were dropped, not queued without bound
     assert {ns for ns, _ in posted} == {"default"}
