@@ -81,22 +81,18 @@ class _NullApi:
     def __init__(self) -> None:
         self.writes: collections.Counter[str] = collections.Counter()
 
-    async def create(
-        self, plural: str, namespace: str | None, body: Mapping[str, Any], **_: Any
-    ) -> dict[str, Any]:
+    async def create(self, plural: str, namespace: str | None, body: Mapping[str, Any], **_: Any) -> None:
         json.dumps(body)  # serialised, as the API client serialises it
         self.writes["create"] += 1
-        return dict(body)
 
     async def get(self, plural: str, namespace: str | None, name: str, **_: Any) -> dict[str, Any] | None:
         return None
 
     async def patch(
         self, plural: str, namespace: str | None, name: str, patch: Mapping[str, Any], **_: Any
-    ) -> dict[str, Any]:
+    ) -> None:
         json.dumps(patch)
         self.writes["patch"] += 1
-        return dict(patch)
 
     async def delete(self, plural: str, namespace: str | None, name: str, **_: Any) -> bool:
         self.writes["delete"] += 1

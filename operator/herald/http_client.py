@@ -69,6 +69,11 @@ def _mapped(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
     return cls(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, request=request)
 
 
+def _without_credentials(url: httpx.URL) -> str:
+    """Credentials in the URL are httpx's Authorization header by now; aiohttp refuses both."""
+    return str(url.copy_with(userinfo=b"")) if url.userinfo else str(url)
+
+
 class _Body(httpx.AsyncByteStream):
     """An aiohttp response body, read as httpx reads a stream; closing it frees the connection
     (kept alive when the body was read to its end)."""
@@ -138,8 +143,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             response = await self._client().request(
                 request.method,
-                # Credentials in the URL are already httpx's Authorization header; aiohttp refuses both.
-                str(request.url.copy_with(userinfo=b"")),
+                _without_credentials(request.url),
                 headers=headers,
                 data=body or None,
                 timeout=timeout,

@@ -324,10 +324,12 @@ class KubeClient:
         headers: Mapping[str, str] | None = None,
         json: Any = None,
         body: Callable[[], Any] | None = None,
+        read: bool = True,
     ) -> Any:
         """Make one call of the RBAC table, retrying transient failures by ``backoff``.
 
         ``body``, when given, renders the JSON body afresh for each try (a retry sends the newest).
+        ``read`` False: the answer (the whole object, for a write) is not decoded; None is returned.
         """
         method = _METHODS[call.verb]
         path = _path(call, namespace, name)
@@ -345,7 +347,7 @@ class KubeClient:
                 logger.warning("%s %s failed (%s); retry %d in %.1fs", method, path, exc, retry, delay)
                 await self._sleep(delay)
                 continue
-            return response.json() if response.content else None
+            return response.json() if read and response.content else None
 
     # ------------------------------------------------------------ Herald's own kinds
 
@@ -356,15 +358,15 @@ class KubeClient:
         body: Mapping[str, Any],
         *,
         backoff: Backoff = DEFAULT_BACKOFF,
-    ) -> dict[str, Any]:
+    ) -> None:
         """Create an object; ApiConflict when the name is taken (AlreadyExists).
 
         A retry after an answer that was lost may meet the object its first try created: callers
         name objects deterministically, so a conflict means "stored", whoever stored it.
         """
-        call = find(_HERALD, plural, "create")
-        created: dict[str, Any] = await self._call(call, namespace=namespace, json=body, backoff=backoff)
-        return created
+        await self._call(
+            find(_HERALD, plural, "create"), namespace=namespace, json=body, backoff=backoff, read=False
+        )
 
     async def get(
         self, plural: str, namespace: str | None, name: str, *, backoff: Backoff = DEFAULT_BACKOFF
@@ -385,13 +387,10 @@ class KubeClient:
         patch: Mapping[str, Any],
         *,
         backoff: Backoff = DEFAULT_BACKOFF,
-    ) -> dict[str, Any]:
+    ) -> None:
         """A JSON merge patch of the object itself (not its status); ApiNotFound when it is gone."""
         call = find(_HERALD, plural, "patch")
-        patched: dict[str, Any] = await self._call(
-            call, namespace=namespace, name=name, json=patch, backoff=backoff
-        )
-        return patched
+        await self._call(call, namespace=namespace, name=name, json=patch, backoff=backoff, read=False)
 
     async def delete(
         self, plural: str, namespace: str | None, name: str, *, backoff: Backoff = DEFAULT_BACKOFF
@@ -399,7 +398,7 @@ class KubeClient:
         """Delete the object; False when it was already gone."""
         call = find(_HERALD, plural, "delete")
         try:
-            await self._call(call, namespace=namespace, name=name, backoff=backoff)
+            await self._call(call, namespace=namespace, name=name, backoff=backoff, read=False)
         except ApiNotFound:
             return False
         return True
@@ -485,7 +484,12 @@ class KubeClient:
         ``status`` renders it for each try, so a retry writes the newest."""
         call = find(_HERALD, f"{plural}/status", "patch")
         await self._call(
-            call, namespace=namespace, name=name, body=lambda: {"status": status()}, backoff=UNTIL_STORED
+            call,
+            namespace=namespace,
+            name=name,
+            body=lambda: {"status": status()},
+            backoff=UNTIL_STORED,
+            read=False,
         )
 
     async def patch_annotations(
@@ -530,7 +534,7 @@ class KubeClient:
 
     async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
         """A core/v1 Event (``kube_events.object_event``)."""
-        await self._call(find("v1", "events", "create"), namespace=namespace, json=body)
+        await self._call(find("v1", "events", "create"), namespace=namespace, json=body, read=False)
 
     async def can_list(self, api_version: str, resource: str, namespace: str | None) -> None:
         """Raise unless Herald may list this kind here (ApiNotFound: the cluster does not serve it)."""

@@ -54,7 +54,7 @@ class FakeApi:
         body: Mapping[str, Any],
         *,
         backoff: Backoff = DEFAULT_BACKOFF,
-    ) -> dict[str, Any]:
+    ) -> None:
         name = body["metadata"]["name"]
         self._write("create", name)
         if (plural, namespace, name) in self.objects:
@@ -63,7 +63,6 @@ class FakeApi:
         obj["metadata"].setdefault("creationTimestamp", "2026-11-29T12:00:00Z")
         obj["metadata"]["resourceVersion"] = str(next(self._versions))
         self.objects[(plural, namespace, name)] = obj
-        return obj
 
     async def get(
         self, plural: str, namespace: str | None, name: str, *, backoff: Backoff = DEFAULT_BACKOFF
@@ -79,13 +78,12 @@ class FakeApi:
         patch: Mapping[str, Any],
         *,
         backoff: Backoff = DEFAULT_BACKOFF,
-    ) -> dict[str, Any]:
+    ) -> None:
         self._write("patch", name)
         found = self.objects.get((plural, namespace, name))
         if found is None:
             raise ApiNotFound("not found", status=404)
         merge(found, patch)
-        return copy.deepcopy(found)
 
     async def delete(
         self, plural: str, namespace: str | None, name: str, *, backoff: Backoff = DEFAULT_BACKOFF

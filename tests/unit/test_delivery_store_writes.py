@@ -39,11 +39,11 @@ class SlowFirstCreate(FakeApi):
         body: Mapping[str, Any],
         *,
         backoff: Backoff = DEFAULT_BACKOFF,
-    ) -> dict[str, Any]:
+    ) -> None:
         self.creates += 1
         if self.creates == 1:
             await self.release.wait()
-        return await super().create(plural, namespace, body, backoff=backoff)
+        await super().create(plural, namespace, body, backoff=backoff)
 
 
 def _delivery(outcome: DeliveryOutcome) -> PendingDelivery:
