@@ -30,7 +30,7 @@ test: $(STAMP) control-plane
 	echo "---- tests/real, tests/e2e (exit $$remote)"; cat .test-cluster.log; \
 	test $$local -eq 0 -a $$remote -eq 0
 
-# Every figure next to a baseline measured in the same run; writes bench/RESULTS.md (~2-3 min).
+# Every figure next to a baseline measured in the same run; writes bench/RESULTS.md (~6 min).
 bench: $(STAMP)
 	$(BIN)/python -m bench
 

@@ -156,7 +156,7 @@ async def herald_latency(n: int, *, warmup: int, settings: Settings, profile: bo
             if submitted is not None and sent is not None:
                 split["watch event -> handler submits (kopf, parse, match)"].append(submitted - emitted)
                 split["submit -> POST starts (queue, worker wake-up, render)"].append(sent - submitted)
-                split["POST starts -> receiver (httpx, egress policy, socket)"].append(arrived - sent)
+                split["POST starts -> receiver (httpx on aiohttp, egress, socket)"].append(arrived - sent)
         return LatencyRun(
             samples=samples,
             expected=n + warmup,
