@@ -29,7 +29,7 @@ Egress is judged on the address actually connected to: ``PolicedResolver`` resol
 itself, once per connection, checks every candidate and hands the connection only the allowed
 IP addresses, so no second resolution (DNS rebinding) can swap the address after the check; an
 IP literal is judged before the request. TLS still verifies the URL's hostname (aiohttp passes
-it as the server name). The requests go through httpx's client over ``AiohttpTransport``.
+it as the server name). Requests are httpx's, sent straight to an ``AiohttpTransport``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ import contextlib
 import datetime
 import hashlib
 import ipaddress
-import logging
 import os
 import re
 import socket
@@ -56,7 +55,7 @@ import certifi
 import httpx
 
 from herald.egress import Address, denial_reason, scheme_error
-from herald.http_client import AiohttpTransport, CookielessClient
+from herald.http_client import AiohttpTransport
 from herald.redact import redact_url, scrub
 from herald.retry import AttemptResult, Verdict, classify_status, parse_retry_after
 from herald.settings import Settings
@@ -76,7 +75,7 @@ __all__ = [
     "Unresolvable",
 ]
 
-# Receivers behind private CAs each get a pooled client; this bounds how many stay open.
+# Receivers behind private CAs each get a connection pool; this bounds how many stay open.
 CA_CLIENT_CACHE_SIZE = 32
 # Idle connections are kept this long: below Node.js's 5 s server keep-alive default, so we
 # rarely reuse a connection the receiver is closing, yet a burst of events shares one.
@@ -239,9 +238,9 @@ def _literal_denial(host: str, settings: Settings) -> str | None:
 
 @dataclass
 class _Pooled:
-    """A cached client and how many attempts are using it right now."""
+    """A cached connection pool and how many attempts are using it right now."""
 
-    client: httpx.AsyncClient
+    transport: httpx.AsyncBaseTransport
     users: int = 0
 
 
@@ -254,22 +253,8 @@ class _Received:
     excerpt: bytearray = field(default_factory=bytearray)
 
 
-class _RedactURLs(logging.Filter):
-    """httpx logs every request's full URL at INFO; a Slack URL is a credential."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                redact_url(str(arg)) if isinstance(arg, httpx.URL) else arg for arg in record.args
-            )
-        return True
-
-
-_URL_FILTER = _RedactURLs()
-
-
 class DeliveryClient:
-    """Makes attempts over pooled connections: one shared client, one per private CA bundle."""
+    """Makes attempts over pooled connections: one shared pool, one per private CA bundle."""
 
     def __init__(self, settings: Settings, *, resolver: Resolver | None = None, user_agent: str) -> None:
         self._settings = settings
@@ -277,12 +262,11 @@ class DeliveryClient:
         self._resolver = PolicedResolver(
             settings, resolver=resolver if resolver is not None else SystemResolver()
         )
-        self._shared = _Pooled(self._client(_ssl_context(None)))
+        self._shared = _Pooled(self._transport(_ssl_context(None)))
+        timeout = httpx.Timeout(settings.delivery_timeout, connect=settings.connect_timeout)
+        self._timeout = {"timeout": timeout.as_dict()}
         self._by_ca: OrderedDict[str, _Pooled] = OrderedDict()
         self._retired: list[_Pooled] = []
-        httpx_logger = logging.getLogger("httpx")
-        if _URL_FILTER not in httpx_logger.filters:
-            httpx_logger.addFilter(_URL_FILTER)
 
     async def send(self, request: OutgoingRequest, *, now: datetime.datetime | None = None) -> AttemptResult:
         """Make one attempt; ``now`` stamps the signature (a fresh timestamp on every attempt)."""
@@ -322,7 +306,7 @@ class DeliveryClient:
         self._by_ca.clear()
         self._retired.clear()
         for entry in pooled:
-            await entry.client.aclose()
+            await entry.transport.aclose()
 
     # ------------------------------------------------------------ one attempt
 
@@ -348,18 +332,21 @@ class DeliveryClient:
             raise EgressDenied(denied)
         headers = self._headers(request, when=when)
         limit = self._settings.max_response_bytes
-        async with self._lease(request.ca_pem) as client:
+        # Straight to the connection pool: no redirects, cookies, auth flows or proxies in between.
+        outgoing = httpx.Request("POST", url, content=request.body, headers=headers, extensions=self._timeout)
+        async with self._lease(request.ca_pem) as transport:
             try:
-                async with (
-                    asyncio.timeout(self._settings.delivery_timeout),
-                    client.stream("POST", url, content=request.body, headers=headers) as response,
-                ):
-                    received.status = response.status_code
-                    received.retry_after = response.headers.get("Retry-After")
-                    async for chunk in response.aiter_raw():
-                        received.excerpt += chunk[: limit - len(received.excerpt)]
-                        if len(received.excerpt) >= limit:
-                            break  # leaving unread bytes closes the connection instead of pooling it
+                async with asyncio.timeout(self._settings.delivery_timeout):
+                    response = await transport.handle_async_request(outgoing)
+                    try:
+                        received.status = response.status_code
+                        received.retry_after = response.headers.get("Retry-After")
+                        async for chunk in response.aiter_raw():
+                            received.excerpt += chunk[: limit - len(received.excerpt)]
+                            if len(received.excerpt) >= limit:
+                                break  # leaving unread bytes closes the connection instead of pooling it
+                    finally:
+                        await response.aclose()
             except (httpx.HTTPError, httpx.InvalidURL, OSError, TimeoutError) as exc:
                 if received.status is None:
                     raise _wrapped(exc, settings=self._settings) from exc
@@ -371,6 +358,7 @@ class DeliveryClient:
         headers = {
             **dict(request.headers),  # the models refuse the names set below (RESERVED_HEADERS)
             "Content-Type": request.content_type,
+            "Accept": "*/*",
             "User-Agent": self._user_agent,
             # Raw bytes are what per-kind checks read, and a compressed body could expand unbounded.
             "Accept-Encoding": "identity",
@@ -394,53 +382,46 @@ class DeliveryClient:
                 ) from exc
         return headers
 
-    # ------------------------------------------------------------ clients
+    # ------------------------------------------------------------ connection pools
 
-    def _client(self, context: ssl.SSLContext) -> httpx.AsyncClient:
-        transport = AiohttpTransport(
+    def _transport(self, context: ssl.SSLContext) -> httpx.AsyncBaseTransport:
+        # Nothing from the environment: a proxy would connect for us, past the egress policy.
+        return AiohttpTransport(
             tls=context,
             connections=0,  # the dispatcher bounds attempts in flight
             resolver=self._resolver,
             keepalive=KEEPALIVE_EXPIRY,
         )
-        return CookielessClient(
-            transport=transport,
-            timeout=httpx.Timeout(self._settings.delivery_timeout, connect=self._settings.connect_timeout),
-            follow_redirects=False,
-            # Nothing from the environment: a proxy would connect for us, past the egress policy
-            # (httpx skips env proxies when given a transport; this keeps it so), nor .netrc or CAs.
-            trust_env=False,
-        )
 
     @contextlib.asynccontextmanager
-    async def _lease(self, ca_pem: str | None) -> AsyncIterator[httpx.AsyncClient]:
-        entry = self._shared if ca_pem is None else self._ca_client(ca_pem)
+    async def _lease(self, ca_pem: str | None) -> AsyncIterator[httpx.AsyncBaseTransport]:
+        entry = self._shared if ca_pem is None else self._ca_pool(ca_pem)
         entry.users += 1
         try:
-            yield entry.client
+            yield entry.transport
         finally:
             entry.users -= 1
             await self._close_retired()
 
-    def _ca_client(self, ca_pem: str) -> _Pooled:
-        """The cached client trusting ``ca_pem`` too; past the bound the least recently used retires."""
+    def _ca_pool(self, ca_pem: str) -> _Pooled:
+        """The cached pool trusting ``ca_pem`` too; past the bound the least recently used retires."""
         key = hashlib.sha256(ca_pem.encode()).hexdigest()
         entry = self._by_ca.get(key)
         if entry is not None:
             self._by_ca.move_to_end(key)
             return entry
-        entry = _Pooled(self._client(_ssl_context(ca_pem)))
+        entry = _Pooled(self._transport(_ssl_context(ca_pem)))
         self._by_ca[key] = entry
         while len(self._by_ca) > CA_CLIENT_CACHE_SIZE:
             self._retired.append(self._by_ca.popitem(last=False)[1])
         return entry
 
     async def _close_retired(self) -> None:
-        """Close evicted clients once no attempt is using them (closing one mid-attempt would break it)."""
+        """Close evicted pools once no attempt is using them (closing one mid-attempt would break it)."""
         idle = [entry for entry in self._retired if entry.users == 0]
         self._retired = [entry for entry in self._retired if entry.users > 0]
         for entry in idle:
-            await entry.client.aclose()
+            await entry.transport.aclose()
 
 
 def _ssl_context(ca_pem: str | None) -> ssl.SSLContext:

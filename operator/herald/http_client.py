@@ -1,12 +1,14 @@
-"""The HTTP plumbing of Herald's two httpx clients (the API's, the receivers'): no cookies, and a
-transport over aiohttp's connection pool.
+"""The transport under Herald's API client and its receivers' client: aiohttp's connection pool.
 
-httpx is the interface (its typed errors, timeouts and response model are what ``kube`` and
-``delivery`` are written against); underneath, requests go through aiohttp, whose HTTP parser is
-compiled. httpcore's pure-Python HTTP/1.1 and anyio layers cost about four times the CPU per
-request (a POST of a Delivery object and its JSON answer: 1.1 ms against 0.25 ms on these
-machines), and Herald makes four to five requests per deployment event: its POST to the
-receiver, the Delivery object, the ledger, an Event and, in time, the Delivery's pruning.
+httpx is the interface (its typed errors, timeouts, request and response models are what
+``kube`` and ``delivery`` are written against), without httpx's client: requests go straight
+to the transport (redirects, auth flows, cookies and proxies are nothing Herald wants; httpx's
+cookie jar alone parsed every response through urllib, 7% of the CPU at 50 events a second).
+Underneath, requests go through aiohttp, whose HTTP parser is compiled: httpcore's pure-Python
+HTTP/1.1 and anyio layers cost about four times the CPU per request (a POST of a Delivery
+object and its JSON answer: 1.1 ms against 0.25 ms on these machines), and Herald makes four
+to five requests per deployment event: its POST to the receiver, the Delivery object, the
+ledger, an Event and, in time, the Delivery's pruning.
 """
 
 from __future__ import annotations
@@ -19,34 +21,7 @@ import aiohttp
 import aiohttp.abc
 import httpx
 
-__all__ = ["AiohttpTransport", "CookielessClient"]
-
-
-class _NoCookies(httpx.Cookies):
-    """A jar that stays empty: a Set-Cookie header is not even parsed."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        return None
-
-
-class CookielessClient(httpx.AsyncClient):
-    """An ``httpx.AsyncClient`` that keeps no cookies.
-
-    Neither the API server nor a webhook receiver sets a cookie Herald should send back (a
-    receiver's cookie would otherwise ride along on later deliveries), and httpx reads every
-    response for Set-Cookie through urllib, building a urllib Request each time: 7% of
-    ``herald run``'s CPU at 50 events a second (py-spy, ``python -m bench --only steady``).
-    """
-
-    _jar = _NoCookies()
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return self._jar
-
-    @cookies.setter
-    def cookies(self, cookies: httpx._types.CookieTypes) -> None:
-        raise TypeError("Herald's HTTP clients keep no cookies")
+__all__ = ["AiohttpTransport"]
 
 
 # aiohttp's failures as httpx's, most specific first: callers tell "unreachable" (TransportError)

@@ -35,7 +35,7 @@ import certifi
 import httpx
 
 from herald import USER_AGENT
-from herald.http_client import AiohttpTransport, CookielessClient
+from herald.http_client import AiohttpTransport
 from herald.rbac import ApiCall, find
 from herald.retry import parse_retry_after
 
@@ -74,6 +74,7 @@ API_CONNECTIONS = 16
 _HERALD = f"{API_GROUP}/{API_VERSION}"
 _LIST_PAGE = 500  # objects per page when Herald lists its own kinds
 _MERGE = {"Content-Type": "application/merge-patch+json"}
+_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 # Metadata only (names, labels, annotations, uids): the server drops spec and status, and one that
 # cannot (or a proxy that strips the parameter) answers the plain JSON listed second.
 _AS_METADATA_LIST = {
@@ -250,6 +251,15 @@ class Secret:
     labels: Mapping[str, str]
 
 
+@dataclass(frozen=True)
+class _Session:
+    """Where requests go once logged in: the server, the credentials, the connection pool."""
+
+    server: str
+    headers: Mapping[str, str]
+    transport: httpx.AsyncBaseTransport
+
+
 class KubeClient:
     """One pooled connection to the API server."""
 
@@ -263,9 +273,9 @@ class KubeClient:
         self._login = login
         self._transport = transport  # tests: httpx.MockTransport
         self._sleep = sleep
-        self._client: httpx.AsyncClient | None = None
+        self._session: _Session | None = None
 
-    async def _connect(self) -> httpx.AsyncClient:
+    async def _connect(self) -> _Session:
         try:
             conn = await self._login()
         except Exception as exc:  # kopf.LoginError, an unreadable kubeconfig...
@@ -275,28 +285,43 @@ class KubeClient:
             tls=conn.tls if conn.tls is not None else ssl.create_default_context(cafile=certifi.where()),
             connections=API_CONNECTIONS,
         )
-        return CookielessClient(
-            base_url=conn.server,
-            headers={"User-Agent": USER_AGENT, **conn.headers},
-            timeout=httpx.Timeout(30.0, connect=5.0),
-            trust_env=False,
-            transport=transport,
-        )
+        headers = {"User-Agent": USER_AGENT, **conn.headers}
+        return _Session(server=conn.server.rstrip("/"), headers=headers, transport=transport)
 
-    async def _once(self, method: str, path: str, *, stream: bool = False, **kwargs: Any) -> httpx.Response:
+    async def _once(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        timeout: httpx.Timeout = _TIMEOUT,
+        stream: bool = False,
+    ) -> httpx.Response:
         """One request (logging in again once on a 401), its failure typed.
 
+        The request goes to the transport as it is built: no client in between (merging URLs and
+        headers, redirects, auth flows, cookies) that Herald's calls have no use for.
         With ``stream`` the body of a 2xx answer is left to the caller to read and close.
         """
         for attempt in (1, 2):
-            if self._client is None:
-                self._client = await self._connect()
+            if self._session is None:
+                self._session = await self._connect()
+            session = self._session
+            request = httpx.Request(
+                method,
+                session.server + path,
+                params=params,
+                headers={**session.headers, **(headers or {})},
+                json=json,
+                extensions={"timeout": timeout.as_dict()},
+            )
             try:
-                request = self._client.build_request(method, path, **kwargs)
-                response = await self._client.send(request, stream=stream)
-                if stream and response.is_error:
+                response = await session.transport.handle_async_request(request)
+                if not stream or response.is_error:
                     try:
-                        await response.aread()  # the Status, for the typed error
+                        await response.aread()  # the whole answer, or the Status for the typed error
                     finally:
                         await response.aclose()
             except httpx.TransportError as exc:
@@ -306,10 +331,11 @@ class KubeClient:
             if response.status_code == 401 and attempt == 1:
                 await self.aclose()
                 continue
-            try:
-                response.raise_for_status()
-            except httpx.HTTPStatusError as exc:
-                raise error_for(response, now=datetime.datetime.now(tz=datetime.UTC)) from exc
+            if response.is_error:
+                cause = httpx.HTTPStatusError(
+                    f"{response.status_code} for {method} {path}", request=request, response=response
+                )
+                raise error_for(response, now=datetime.datetime.now(tz=datetime.UTC)) from cause
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -570,9 +596,9 @@ class KubeClient:
         return True
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.transport.aclose()
 
 
 _METHODS = {

@@ -14,7 +14,15 @@ import pydantic
 import pytest
 import yaml
 
-from herald.cli import READY_WINDOW, Readiness, _parser, json_formatter, main, parse_settings
+from herald.cli import (
+    READY_WINDOW,
+    Readiness,
+    _parser,
+    configure_logging,
+    json_formatter,
+    main,
+    parse_settings,
+)
 from herald.settings import DEFAULT_RETRY_SCHEDULE, MAX_PENDING_LIMIT, Settings, SourceName
 from herald.sources import SOURCE_NAMES
 
@@ -120,6 +128,29 @@ def test_main_reports_bad_values_as_usage_errors(capsys: pytest.CaptureFixture[s
         main(["run", "--log-level", "LOUD"])
     assert exc.value.code == 2
     assert "HERALD_LOG_LEVEL" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("level", "kopf_info", "kopf_warning"),
+    [("INFO", False, True), ("DEBUG", True, True), ("WARNING", False, True), ("ERROR", False, False)],
+)
+def test_kopf_says_each_handler_succeeded_only_when_debugging(
+    level: str, kopf_info: bool, kopf_warning: bool
+) -> None:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        configure_logging(level, "plain")
+        objects = logging.getLogger("kopf.objects")
+        assert objects.isEnabledFor(logging.INFO) is kopf_info
+        assert objects.isEnabledFor(logging.WARNING) is kopf_warning  # as the level asks
+        assert objects.isEnabledFor(logging.ERROR)
+        assert logging.getLogger("herald").isEnabledFor(logging.INFO) is (level in ("DEBUG", "INFO"))
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+        for name in ("aiohttp.access", "kopf.objects"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
 
 
 def test_json_log_lines_carry_delivery_fields() -> None:

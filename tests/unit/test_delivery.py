@@ -573,14 +573,14 @@ async def test_secrets_and_url_path_never_appear(clients: Any, refused_port: int
         assert_clean(result, SECRET, CURRENT_KEY, SLACK_PATH, "XXXXSLACKTOKENXXXX")
 
 
-async def test_httpx_logs_show_only_scheme_and_host(
+async def test_no_log_line_names_the_url_path_or_a_secret(
     receivers: Any, clients: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """No library under the client logs a request: a Slack URL's path is a credential."""
     receiver = await receivers(status(200))
     with caplog.at_level(logging.DEBUG):
-        await clients().send(request(receiver.url(SLACK_PATH), secret=SECRET))
-    assert "HTTP Request: POST" in caplog.text
-    assert f"127.0.0.1:{receiver.port}" in caplog.text
+        result = await clients().send(request(receiver.url(SLACK_PATH), secret=SECRET))
+    assert result.verdict is Verdict.SUCCESS
     assert "XXXXSLACKTOKENXXXX" not in caplog.text
     assert SECRET not in caplog.text
 

@@ -22,8 +22,17 @@ from herald.delivery_object import (
     owner_of,
     to_object,
 )
+from herald.delivery_store import Retention
 from herald.dispatcher import Dispatcher, NotPersisted
-from herald.kube import ApiError, ApiForbidden, ApiServerError, ApiUnreachable, Secret
+from herald.kube import (
+    DEFAULT_BACKOFF,
+    ApiError,
+    ApiForbidden,
+    ApiServerError,
+    ApiUnreachable,
+    Backoff,
+    Secret,
+)
 from herald.metrics import Metrics
 from herald.models import (
     DeliveryOutcome,
@@ -437,6 +446,46 @@ async def test_finished_deliveries_are_pruned_to_the_count_and_pending_ones_neve
     finally:
         h.client.gate.set()
         await h.d.close()
+
+
+async def test_what_finishes_during_a_sweep_is_swept_once_it_ends() -> None:
+    """A webhook is swept by one task at a time; the count reached meanwhile is not forgotten."""
+
+    class HeldDeletes(FakeApi):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release, self.deleting = asyncio.Event(), asyncio.Event()
+
+        async def delete(
+            self, plural: str, namespace: str | None, name: str, *, backoff: Backoff = DEFAULT_BACKOFF
+        ) -> bool:
+            self.deleting.set()
+            await self.release.wait()
+            return await super().delete(plural, namespace, name, backoff=backoff)
+
+    hook, api = view(), HeldDeletes()
+    retention = Retention(
+        api,
+        settings=Settings(**{**SETTINGS.__dict__, "retain": 1}),
+        metrics=Metrics(),
+        wallclock=lambda: datetime.datetime.now(datetime.UTC),
+        namespaces=lambda: [None],
+        redeliver=lambda *_: None,
+    )
+    owner = owner_of(hook.ref, uid=hook.uid, cluster=False, home="herald-system")
+    try:
+        for n in range(retention.slack + 1):
+            api.add(stored_delivery(hook, n, DeliveryOutcome.SUCCEEDED))
+            if n:
+                retention.finished(owner)  # the first sweep starts at `slack`
+        await asyncio.wait_for(api.deleting.wait(), timeout=10)  # it listed, and its deletes wait
+        for n in range(retention.slack + 1, 2 * retention.slack + 1):
+            api.add(stored_delivery(hook, n, DeliveryOutcome.SUCCEEDED))
+            retention.finished(owner)  # finished during the sweep: counted, not swept yet
+        api.release.set()
+        await wait_for(lambda: len(api.of()) == 1, timeout=10, what="pruned to the one retained")
+    finally:
+        await retention.close()
 
 
 async def test_a_scan_deletes_finished_deliveries_past_their_age() -> None:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from herald.http_client import AiohttpTransport, CookielessClient
+from herald.http_client import AiohttpTransport
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ async def server() -> AsyncIterator[tuple[str, list[web.Request], list[bytes]]]:
             await response.write_eof()
             return response
         return web.json_response(
-            {"ok": True}, status=201, headers={"Retry-After": "3", "Set-Cookie": "session=abc"}
+            {"ok": True}, status=201, headers={"Retry-After": "3", "Set-Cookie": "session=abc; Path=/"}
         )
 
     app = web.Application()
@@ -59,7 +59,7 @@ async def server() -> AsyncIterator[tuple[str, list[web.Request], list[bytes]]]:
 
 def client(**timeouts: float) -> httpx.AsyncClient:
     transport = AiohttpTransport(tls=ssl.create_default_context(), connections=4)
-    return CookielessClient(transport=transport, timeout=httpx.Timeout(5.0, **timeouts), trust_env=False)
+    return httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(5.0, **timeouts), trust_env=False)
 
 
 async def test_a_request_arrives_whole_and_its_answer_comes_back(
@@ -81,8 +81,21 @@ async def test_a_request_arrives_whole_and_its_answer_comes_back(
     assert seen[0].headers["Content-Type"] == "application/merge-patch+json"  # only once, httpx's
     assert len(seen[0].headers.getall("Content-Type")) == 1
     assert bodies[0] == b'{"a":1}'
-    assert "Cookie" not in seen[1].headers  # the Set-Cookie of the first answer was not kept
     assert again.status_code == 201
+
+
+async def test_a_cookie_is_never_sent_back(server: tuple[str, list[web.Request], list[bytes]]) -> None:
+    """Straight to the transport, as Herald sends: a receiver's Set-Cookie rides on nothing later."""
+    url, seen, _ = server
+    transport = AiohttpTransport(tls=ssl.create_default_context(), connections=4)
+    try:
+        for _ in range(2):
+            response = await transport.handle_async_request(httpx.Request("GET", f"{url}/hook"))
+            await response.aread()
+    finally:
+        await transport.aclose()
+    assert response.headers["Set-Cookie"].startswith("session=abc")
+    assert [r.headers.get("Cookie") for r in seen] == [None, None]
 
 
 async def test_credentials_in_the_url_become_basic_authorization(
