@@ -14,6 +14,7 @@ ledger, an Event and, in time, the Delivery's pruning.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 from collections.abc import AsyncIterator
 
@@ -44,9 +45,13 @@ def _mapped(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
     return cls(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, request=request)
 
 
-def _without_credentials(url: httpx.URL) -> str:
-    """Credentials in the URL are httpx's Authorization header by now; aiohttp refuses both."""
-    return str(url.copy_with(userinfo=b"")) if url.userinfo else str(url)
+def _credentials(url: httpx.URL) -> tuple[str, str | None]:
+    """The URL without its credentials, and those as a Basic Authorization value (as httpx's client
+    sends them; aiohttp refuses a URL with credentials beside an Authorization header)."""
+    if not url.userinfo:
+        return str(url), None
+    token = base64.b64encode(f"{url.username}:{url.password}".encode()).decode("ascii")
+    return str(url.copy_with(userinfo=b"")), f"Basic {token}"
 
 
 class _Body(httpx.AsyncByteStream):
@@ -114,11 +119,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             sock_read=limits.get("read"),
         )
         headers = [(key.decode("latin-1"), value.decode("latin-1")) for key, value in request.headers.raw]
+        url, authorization = _credentials(request.url)
+        if authorization is not None and "authorization" not in request.headers:
+            headers.append(("Authorization", authorization))
         body = await request.aread()
         try:
             response = await self._client().request(
                 request.method,
-                _without_credentials(request.url),
+                url,
                 headers=headers,
                 data=body or None,
                 timeout=timeout,
