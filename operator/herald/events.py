@@ -44,6 +44,7 @@ __all__ = [
     "dump_ledger",
     "merge_ledgers",
     "merge_services",
+    "nothing_new",
     "parse_environment",
     "parse_ledger",
     "payload_id",
@@ -173,6 +174,31 @@ def derive_events(deployment: DeploymentStatus, ledger: NotifiedLedger) -> tuple
         return ()
     started = () if EventType.DEPLOYMENT_STARTED in notified else (EventType.DEPLOYMENT_STARTED,)
     return (*started, outcome) if outcome is not None else started
+
+
+def nothing_new(body: Mapping[str, Any], ledger: NotifiedLedger) -> bool:
+    """Whether this version of an Environment certainly derives no event from ``ledger``, read
+    without validating the object (its spec, logs and services): the watch echo of Herald's own
+    ledger write, or a change of anything but the deployment. Whatever cannot be read this way
+    says False, and the whole object is parsed."""
+    status = body.get("status")
+    if status is None:
+        return True
+    if not isinstance(status, Mapping):
+        return False
+    raw = status.get("deployment")
+    if raw is None:
+        return True
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("id"), str) or not raw["id"]:
+        return False
+    value = raw.get("currentStatus")
+    try:
+        state = DeploymentState(value) if isinstance(value, str) else None
+    except ValueError:
+        return False
+    if state is None:
+        return False
+    return not derive_events(DeploymentStatus.model_construct(id=raw["id"], current_status=state), ledger)
 
 
 def record_events(

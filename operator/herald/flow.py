@@ -31,6 +31,7 @@ from herald.events import (
     BadLedger,
     build_event,
     derive_events,
+    nothing_new,
     parse_environment,
     parse_ledger,
     record_events,
@@ -432,6 +433,9 @@ class Flow:
         """Handle one version of an Environment; on failure, it is handled again later."""
         meta = body.get("metadata") or {}
         uid = str(meta.get("uid", ""))
+        remembered = self.ledgers.get(uid)
+        if remembered is not None and uid not in self.retries and nothing_new(body, remembered):
+            return  # handled as it is (the ledger's watch echo): half the watch events of a deployment
         where = f"{meta.get('namespace')}/{meta.get('name')}"
         async with self._serial.hold(uid):
             try:

@@ -23,6 +23,7 @@ from herald.events import (
     build_event,
     derive_events,
     dump_ledger,
+    nothing_new,
     parse_environment,
     parse_ledger,
     payload_id,
@@ -469,6 +470,53 @@ def test_parse_environment_raises_only_bad_environment(body: Any) -> None:
     else:
         message = ""
     assert len(message) <= 200
+
+
+NOTIFIED = NotifiedLedger(deployments={"d1": (STARTED, SUCCESSFUL)})
+
+
+@pytest.mark.parametrize(
+    ("body", "ledger", "expected"),
+    [
+        pytest.param(environment_body(), NOTIFIED, True, id="the-echo"),
+        pytest.param(environment_body(spec="garbled"), NOTIFIED, True, id="spec-unread"),
+        pytest.param(environment_body(status=None), NotifiedLedger(), True, id="no-status"),
+        pytest.param(environment_body(status={}), NotifiedLedger(), True, id="no-deployment"),
+        pytest.param(environment_body(), NotifiedLedger(), False, id="not-notified"),
+        pytest.param(
+            environment_body(status={"deployment": {"id": "d2", "currentStatus": "DEPLOYED"}}),
+            NOTIFIED,
+            False,
+            id="new-id",
+        ),
+        pytest.param(
+            environment_body(status={"deployment": {"id": "d1", "currentStatus": "deployed"}}),
+            NOTIFIED,
+            False,
+            id="unknown-state",
+        ),
+        pytest.param(environment_body(status=["x"]), NOTIFIED, False, id="status-not-object"),
+        pytest.param(environment_body(status={"deployment": {"id": ""}}), NOTIFIED, False, id="no-id"),
+    ],
+)
+def test_nothing_new_reads_only_the_deployment(body: Any, ledger: NotifiedLedger, expected: bool) -> None:
+    assert nothing_new(body, ledger) is expected
+
+
+@settings(max_examples=400)
+@given(
+    near_environments(),
+    st.sampled_from([NotifiedLedger(), NOTIFIED, NotifiedLedger(deployments={"d1": (STARTED,)})]),
+)
+def test_nothing_new_never_hides_an_event(body: Any, ledger: NotifiedLedger) -> None:
+    """Where the quick reading says nothing is new, the whole object derives nothing either."""
+    if not nothing_new(body, ledger):
+        return
+    try:
+        _, _, deployment = parse_environment(body)
+    except BadEnvironment:
+        return  # the whole object is unreadable: nothing would be sent from it anyway
+    assert deployment is None or derive_events(deployment, ledger) == ()
 
 
 # ---------------------------------------------------------------- building events

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -386,6 +387,24 @@ async def test_an_event_nobody_takes_writes_nothing_and_is_not_derived_again() -
     assert ledger.deployments["d-1"] == (EventType.DEPLOYMENT_STARTED, EventType.DEPLOYMENT_SUCCESSFUL)
     await h.flow.environment(env_body("DEPLOYED"))
     assert h.dispatcher.queued == [("starts-only", "DEPLOYMENT_STARTED")]
+
+
+async def test_the_echo_of_a_handled_version_is_not_read_again(caplog: pytest.LogCaptureFixture) -> None:
+    """Herald's ledger write comes back as a watch event with the same deployment: it is known
+    handled from the deployment alone (here the spec is unreadable and goes unread)."""
+    h = Harness()
+    h.add(hook("local"))
+    await h.flow.environment(env_body("DEPLOYED"))
+    await h.settle()
+    queued = list(h.dispatcher.queued)
+    echo = {**env_body("DEPLOYED", ledger='{"deployments":{"d-1":["DEPLOYMENT_STARTED"]}}'), "spec": "x"}
+    with caplog.at_level(logging.WARNING, logger="herald"):
+        await h.flow.environment(echo)
+        assert h.dispatcher.queued == queued
+        assert "skipped" not in caplog.text
+        await h.flow.environment({**echo, "status": {"deployment": {"id": "d-2", "currentStatus": "QUEUED"}}})
+    assert "Environment shop/web skipped: spec" in caplog.text  # a new deployment is read whole
+    assert h.dispatcher.queued == queued
 
 
 async def test_a_ledger_write_names_only_events_whose_deliveries_are_stored() -> None:
