@@ -22,6 +22,7 @@ import json
 import os
 import random
 import signal
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -160,13 +161,15 @@ def healthy(body: dict[str, Any]) -> tuple[int, dict[str, str]]:
 
 class Sink:
     """A local receiver of STANDARD payloads; ``answer`` decides each response; it can go down
-    (nothing listens: connection refused) and come back on the same port."""
+    (nothing listens: connection refused) and come back on the same port, which it holds while
+    down (bound, not listening) so that no other test's server takes it meanwhile."""
 
     def __init__(self, answer: Answer = healthy) -> None:
         self.answer = answer
         self.got: list[Got] = []
         self.port = 0
         self._runner: web.AppRunner | None = None
+        self._held: socket.socket | None = None
 
     @property
     def url(self) -> str:
@@ -188,6 +191,9 @@ class Sink:
         return web.Response(status=status, text="ok", headers=headers)
 
     async def start(self) -> None:
+        if self._held is not None:
+            self._held.close()
+            self._held = None
         app = web.Application(client_max_size=8 * MIB)
         app.router.add_post("/hook", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
@@ -195,10 +201,17 @@ class Sink:
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
         self.port = self._runner.addresses[0][1]
 
-    async def stop(self) -> None:
+    async def stop(self, *, hold: bool = False) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if hold and self._held is None and self.port:
+            self._held = socket.socket()
+            self._held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._held.bind(("127.0.0.1", self.port))
+        elif not hold and self._held is not None:
+            self._held.close()
+            self._held = None
 
     def accepted(self) -> collections.Counter[str]:
         """How many times each payload id was answered 2xx."""
@@ -896,7 +909,7 @@ async def test_big_environments_with_the_receiver_down_for_1000_events_stay_unde
     backlog's peak and at the end), and every event arrives."""
     sink = Sink()
     await sink.start()
-    await sink.stop()  # down: connection refused, on a port that is known
+    await sink.stop(hold=True)  # down: connection refused, on a port that is known
     message = "m" * 16 * 1024
     logs = [f"{n:03d} " + "l" * 200 for n in range(100)]  # 20 KiB: more than a Delivery keeps
     load = burst(namespace, envs=250, deployments=2, message=message, logs=logs)
