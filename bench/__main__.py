@@ -333,6 +333,18 @@ def _writes_text(run: StormRun, *, deliveries: int) -> str:
     return "\n".join(lines)
 
 
+def _write_rows(report: Report, section: str, run: StormRun) -> None:
+    """API writes per delivery, pruning included (target at most 2), as Herald's /metrics count them."""
+    writes = sum(v for k, v in run.counters.items() if k.startswith("delivery writes"))
+    report.add(
+        section,
+        "Delivery writes per delivery (create+patch+delete)",
+        writes / max(run.events, 1),
+        target=at_most(2, of_ratio=False),
+    )
+    report.add(section, "status patches per delivery", run.counters["status patches"] / max(run.events, 1))
+
+
 async def _burst(bench: Bench) -> None:
     """``burst`` events to one webhook at once (half as many Environments, each DEPLOYING then
     DEPLOYED), through the whole operator with ``HERALD_RETAIN`` small, so that retention prunes
@@ -349,15 +361,7 @@ async def _burst(bench: Bench) -> None:
         not run.problems,
         "; ".join(run.problems[:3]),
     )
-    writes = sum(v for k, v in run.counters.items() if k.startswith("delivery writes"))
-    section = f"5 API load, burst to 1 webhook, retain {sizes.burst_retain}"
-    report.add(
-        section,
-        "Delivery writes per delivery (create+patch+delete)",
-        writes / max(run.events, 1),
-        target=at_most(2, of_ratio=False),
-    )
-    report.add(section, "status patches per delivery", run.counters["status patches"] / max(run.events, 1))
+    _write_rows(report, f"5 API load, burst to 1 webhook, retain {sizes.burst_retain}", run)
     report.check(
         f"5 burst: retention pruned within the run (retain {sizes.burst_retain})",
         run.counters["pruned"] > 0,
@@ -383,14 +387,7 @@ async def _steady(bench: Bench) -> None:
         f"5 API load, steady {sizes.steady_rate:g} events/s to 1 webhook for {sizes.steady_seconds:g} s, "
         f"retain {sizes.steady_retain}"
     )
-    writes = sum(v for k, v in run.counters.items() if k.startswith("delivery writes"))
-    report.add(
-        section,
-        "Delivery writes per delivery (create+patch+delete)",
-        writes / max(run.events, 1),
-        target=at_most(2, of_ratio=False),
-    )
-    report.add(section, "status patches per delivery", run.counters["status patches"] / max(run.events, 1))
+    _write_rows(report, section, run)
     report.add(section, "events/s delivered", run.rate, unit="/s")
     written = (run.events - 1) / run.written if run.written > 0 else math.nan
     report.add(section, "events/s written", written, unit="/s")

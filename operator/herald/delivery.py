@@ -264,7 +264,7 @@ class DeliveryClient:
         )
         self._shared = _Pooled(self._transport(_ssl_context(None)))
         timeout = httpx.Timeout(settings.delivery_timeout, connect=settings.connect_timeout)
-        self._timeout = {"timeout": timeout.as_dict()}
+        self._extensions = {"timeout": timeout.as_dict()}
         self._by_ca: OrderedDict[str, _Pooled] = OrderedDict()
         self._retired: list[_Pooled] = []
 
@@ -333,7 +333,9 @@ class DeliveryClient:
         headers = self._headers(request, when=when)
         limit = self._settings.max_response_bytes
         # Straight to the connection pool: no redirects, cookies, auth flows or proxies in between.
-        outgoing = httpx.Request("POST", url, content=request.body, headers=headers, extensions=self._timeout)
+        outgoing = httpx.Request(
+            "POST", url, content=request.body, headers=headers, extensions=self._extensions
+        )
         async with self._lease(request.ca_pem) as transport:
             try:
                 async with asyncio.timeout(self._settings.delivery_timeout):

@@ -274,6 +274,13 @@ class KubeClient:
         self._transport = transport  # tests: httpx.MockTransport
         self._sleep = sleep
         self._session: _Session | None = None
+        self._connecting = asyncio.Lock()  # concurrent first calls log in once, share one pool
+
+    async def _current(self) -> _Session:
+        async with self._connecting:
+            if self._session is None:
+                self._session = await self._connect()
+            return self._session
 
     async def _connect(self) -> _Session:
         try:
@@ -306,9 +313,7 @@ class KubeClient:
         With ``stream`` the body of a 2xx answer is left to the caller to read and close.
         """
         for attempt in (1, 2):
-            if self._session is None:
-                self._session = await self._connect()
-            session = self._session
+            session = await self._current()
             request = httpx.Request(
                 method,
                 session.server + path,

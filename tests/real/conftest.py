@@ -209,6 +209,10 @@ def webhook(name: str, namespace: str, url: str, **spec: Any) -> dict[str, Any]:
     }
 
 
+# `kubectl get deliveries`: a delivery log, as the issue asks (`-o wide` adds NEXT and PAYLOAD).
+DELIVERY_COLUMNS = ["NAME", "WEBHOOK", "EVENT", "ENVIRONMENT", "OUTCOME", "ATTEMPTS", "HTTP", "AGE"]
+
+
 def environment(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "herald.dev/v1alpha1",

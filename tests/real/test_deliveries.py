@@ -50,7 +50,7 @@ from herald.models import (
 from herald.settings import Settings
 from tests.cluster.controlplane import ControlPlane
 
-from .conftest import HeraldProcess, eventually, get_json, kubectl, webhook
+from .conftest import DELIVERY_COLUMNS, HeraldProcess, environment, eventually, get_json, kubectl, webhook
 
 Start = Callable[..., Awaitable[HeraldProcess]]
 GROUP = "/apis/herald.dev/v1alpha1"
@@ -295,17 +295,7 @@ def environment_body(name: str, namespace: str, services: int = 1) -> dict[str, 
         kinds[kind].append(
             {"id": f"svc-{n:04d}", "name": f"{kind[:-1]}-{n:04d}", "image": f"registry.example/{kind}:{n}"}
         )
-    return {
-        "apiVersion": "herald.dev/v1alpha1",
-        "kind": "Environment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "organization": {"name": "Acme"},
-            "project": {"name": "shop"},
-            "type": "PRODUCTION",
-            **{k: v for k, v in kinds.items() if v},
-        },
-    }
+    return environment(name, namespace, **{k: v for k, v in kinds.items() if v})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -661,16 +651,7 @@ async def test_kubectl_get_deliveries_shows_the_columns_and_selects_by_outcome(
 
     await eventually(finished, timeout=60, what="two Succeeded and two Failed deliveries")
     table = (await kubectl(installed, "-n", namespace, "get", "deliveries")).splitlines()
-    assert table[0].split() == [
-        "NAME",
-        "WEBHOOK",
-        "EVENT",
-        "ENVIRONMENT",
-        "OUTCOME",
-        "ATTEMPTS",
-        "HTTP",
-        "AGE",
-    ]
+    assert table[0].split() == DELIVERY_COLUMNS
     rows = {tuple(line.split()[1:7]) for line in table[1:]}
     assert rows == {
         ("hook", STARTED, "good", "Succeeded", "1", "200"),
@@ -686,18 +667,7 @@ async def test_kubectl_get_deliveries_shows_the_columns_and_selects_by_outcome(
     wide = (
         (await kubectl(installed, "-n", namespace, "get", "deliveries", "-o", "wide")).splitlines()[0].split()
     )
-    assert wide == [
-        "NAME",
-        "WEBHOOK",
-        "EVENT",
-        "ENVIRONMENT",
-        "OUTCOME",
-        "ATTEMPTS",
-        "HTTP",
-        "NEXT",
-        "PAYLOAD",
-        "AGE",
-    ]
+    assert wide == [*DELIVERY_COLUMNS[:-1], "NEXT", "PAYLOAD", "AGE"]
 
 
 # ---------------------------------------------------------------------------------- 6. bursts

@@ -11,7 +11,7 @@ import yaml
 from herald.testing import load_manifests, project_root
 from tests.cluster.controlplane import ControlPlane
 
-from .conftest import apply, get_json, kubectl
+from .conftest import DELIVERY_COLUMNS, apply, get_json, kubectl
 
 HERALD_KINDS = {"Webhook", "ClusterWebhook", "Environment"}
 
@@ -182,16 +182,7 @@ async def test_a_large_delivery_is_stored_whole_and_listed_with_its_columns(
     assert stored["status"] == failed["status"]
 
     table = (await kubectl(installed, "get", "deliveries", "-n", namespace)).splitlines()
-    assert table[0].split() == [
-        "NAME",
-        "WEBHOOK",
-        "EVENT",
-        "ENVIRONMENT",
-        "OUTCOME",
-        "ATTEMPTS",
-        "HTTP",
-        "AGE",
-    ]
+    assert table[0].split() == DELIVERY_COLUMNS
     [row] = [line.split() for line in table[1:] if line.startswith(failed["metadata"]["name"])]
     assert row[1:7] == ["shop", "DEPLOYMENT_FAILURE", "production", "Failed", "3", "503"]
 

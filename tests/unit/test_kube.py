@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import json
@@ -324,6 +325,22 @@ async def test_a_401_logs_in_again_once() -> None:
     with pytest.raises(ApiUnauthorized):
         await read_labels(kube)
     await kube.aclose()
+
+
+async def test_concurrent_first_calls_log_in_once() -> None:
+    logins = 0
+
+    async def login() -> ApiConnection:
+        nonlocal logins
+        logins += 1
+        await asyncio.sleep(0)  # a login that waits (a token file, an exec plugin) lets others in
+        return ApiConnection(server="https://api.example")
+
+    kube = KubeClient(login, transport=httpx.MockTransport(lambda _: OK))
+    labels = await asyncio.gather(*(read_labels(kube) for _ in range(5)))
+    await kube.aclose()
+    assert labels == [{"team": "a"}] * 5
+    assert logins == 1
 
 
 async def test_a_login_failure_is_an_api_error() -> None:
