@@ -12,6 +12,7 @@ target namespace's event anything (matching reads the namespace's index key, not
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import cProfile
 import dataclasses
@@ -198,6 +199,7 @@ def _remove_files(proc: OperatorProcess) -> None:
     shutil.rmtree(proc.kubeconfig.parent, ignore_errors=True)
 
 
+IDLE_CPU = 0.05  # share of a core under which the operator counts as idle
 SCAN = ("LIST deliveries", "")  # Retention.scan: every Delivery's metadata, no selector
 
 
@@ -205,17 +207,30 @@ async def settle(
     c: Cluster, proc: OperatorProcess, *, webhooks: int, timeout: float, scan: bool = False
 ) -> tuple[float, int]:
     """(seconds until every webhook's first status is written and the operator is quiet, statuses
-    written); the seconds are NaN when that did not happen within ``timeout``. With ``scan``, also
-    until Retention's startup scan has listed every Delivery: one page can take over a second to
-    serve, which a quiet log alone would take for settled."""
+    written); the seconds are NaN when that did not happen within ``timeout``. Quiet is both: no
+    API request and under ``IDLE_CPU`` of a core for a second. A quiet log alone is not enough:
+    the watch echoes of 5,000 status writes keep the operator busy for seconds after its last
+    request. With ``scan``, also until Retention's startup scan has listed every Delivery: one page
+    can take over a second to serve."""
     started = time.monotonic()
     patched = _Counter(c.log, "UPDATE webhooks/status")
+    assert proc.proc is not None
+    pid = proc.proc.pid
+    cpu: collections.deque[tuple[float, float]] = collections.deque()  # (when, CPU seconds used)
+
+    def idle() -> bool:
+        now = time.monotonic()
+        cpu.append((now, process_cpu(pid)))
+        while len(cpu) > 1 and now - cpu[1][0] >= 1.0:
+            cpu.popleft()
+        (then, before), (_, used) = cpu[0], cpu[-1]
+        return now - then >= 1.0 and used - before <= IDLE_CPU * (now - then)
 
     def settled() -> bool:
         if proc.proc is not None and proc.proc.poll() is not None:
             raise RuntimeError(f"herald run exited early:\n{proc.output()[-3000:]}")
         scanned = not scan or bool(c.lists_completed[SCAN])
-        return patched() >= webhooks and scanned and c.log.quiet(1.0)
+        return idle() and patched() >= webhooks and scanned and c.log.quiet(1.0)
 
     try:
         await poll(settled, timeout=timeout, what="the operator to settle", every=0.25)

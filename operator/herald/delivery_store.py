@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from herald import background
 from herald.delivery_object import (
     FINISHED,
     LABEL_KIND,
@@ -369,7 +370,7 @@ class Retention:
             self._spawn(self._sweep_guarded(key), name=f"herald-prune-{key[2]}")
 
     def _spawn(self, coro: Any, *, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
+        task = background.start(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -34,7 +34,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from herald import ratelimit
+from herald import background, ratelimit
 from herald.credentials import SecretCache, SecretProblem, SecretSource, Target
 from herald.decision import SECRET_REASONS, FailureRun, PostEvent, SetCondition, decide, new_record
 from herald.delivery import DeliveryClient, OutgoingRequest
@@ -143,7 +143,7 @@ class _Worker:
         self._wake = asyncio.Event()
         self._validated_generation: int | None = None
         self._bucket: ratelimit.Bucket | None = None  # this receiver's rate limit and Retry-After hold
-        self._task = asyncio.create_task(self._run(), name=f"herald-worker-{view.ref}")
+        self._task = background.start(self._run(), name=f"herald-worker-{view.ref}")
         self._migrate(persisted)
         self.observe(view)
 
@@ -476,8 +476,9 @@ class _Worker:
         if due is None:
             recheck = self._recheck_in()
             timeout = recheck if wait is None else wait if recheck is None else min(wait, recheck)
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            try:  # asyncio.timeout, not wait_for: no task of its own for each idle webhook
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             except TimeoutError:
                 if recheck is not None and self.view.spec is not None:
                     await self._validate(self.view.spec)
@@ -489,7 +490,8 @@ class _Worker:
         self._bucket, wait = ratelimit.take(self._bucket, limit=limit, now=self.owner.clock())
         if wait > 0:  # above this receiver's rate: wait, keeping the order (woken early by a change)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
             return
         try:  # outside the slot: reading Secrets may wait out an API server's backoff
             target = await self._target(spec)
@@ -683,7 +685,7 @@ class Dispatcher:
             except NotPersisted as exc:  # stopping: the event is handled again after the restart
                 logger.warning("%s; its events are not marked notified", exc)
 
-        task = asyncio.create_task(run(), name=name)
+        task = background.start(run(), name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

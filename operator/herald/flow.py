@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from herald import background
 from herald.delivery_object import parse_time
 from herald.dispatcher import Submission
 from herald.events import (
@@ -246,7 +247,7 @@ class Retries:
         self._stop(previous)
         delay = self._delays[min(attempt, len(self._delays) - 1)]
         entry = _Retry(body=copy.deepcopy(dict(body)), attempt=attempt)
-        entry.task = asyncio.create_task(self._later(entry, delay), name=f"herald-retry-{uid}")
+        entry.task = background.start(self._later(entry, delay), name=f"herald-retry-{uid}")
         self._entries[uid] = entry
         return delay
 

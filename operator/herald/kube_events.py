@@ -21,6 +21,8 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from herald import background
+
 __all__ = ["EVENT_NAMESPACE", "POSTS_IN_FLIGHT", "EventPoster", "object_event"]
 
 logger = logging.getLogger("herald.events")
@@ -96,7 +98,7 @@ class EventPoster:
             now=self._wallclock(),
             component=self._component,
         )
-        task = asyncio.create_task(self._send(body), name="herald-cluster-event")
+        task = background.start(self._send(body), name="herald-cluster-event")
         self._posting.add(task)
         task.add_done_callback(self._posting.discard)
 

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+from herald import background
 from herald.kube import ApiError
 from herald.metrics import Metrics
 from herald.models import ObjectRef
@@ -63,7 +64,7 @@ class StatusWriter:
         self.status = status
         self._seq += 1
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._flush(), name=f"herald-flush-{self._ref}")
+            self._task = background.start(self._flush(), name=f"herald-flush-{self._ref}")
 
     def hold(self, until: Awaitable[None]) -> None:
         """Write nothing before ``until`` completes (or fails: Herald is stopping)."""

@@ -6,8 +6,11 @@ resumes or migrates, redelivery, retention, and what holds deliveries without sp
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime
+import gc
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -619,6 +622,38 @@ async def test_only_the_exact_label_value_true_opts_in(value: str) -> None:
     try:
         h.d.observe(hook)
         await wait_for(lambda: h.ready(hook)[1] == "SecretNotAllowed", timeout=10, what="SecretNotAllowed")
+    finally:
+        await h.d.close()
+
+
+# ---------------------------------------------------------------- memory
+
+_CAUSE: contextvars.ContextVar[object] = contextvars.ContextVar("cause")
+
+
+class _Cause:
+    """Stands for kopf's cause, which holds the whole watched object."""
+
+
+async def test_a_webhook_keeps_nothing_of_the_handler_call_that_announced_it() -> None:
+    """kopf sets context variables (the cause, the body) for a handler; a task started in it would
+    copy them and keep them as long as it runs: for a webhook's worker, as long as the webhook."""
+    h = Harness()
+    try:
+        cause = _Cause()
+        held = weakref.ref(cause)
+
+        def handler(cause: _Cause) -> None:
+            _CAUSE.set(cause)
+            h.d.observe(view(), status={"observedGeneration": 0})  # its status needs writing too
+            h.d.observe(view(generation=2))
+
+        contextvars.copy_context().run(handler, cause)
+        del cause
+        await wait_for(lambda: not h.d._background, timeout=10, what="the webhook validated")
+        await wait_for(lambda: bool(h.sink.patches), timeout=10, what="its status written")
+        gc.collect()
+        assert held() is None
     finally:
         await h.d.close()
 
