@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from herald.heap import HeapKeeper
+from herald.heap import MOST_DEFERRED, HeapKeeper
 from herald.testing import wait_for
 
 
@@ -54,7 +54,7 @@ def _cycle() -> Node:
 
 def test_thaws_collect_cycles_that_died_frozen_a_minute_after_start_then_hourly() -> None:
     now = [0.0]
-    keeper = HeapKeeper(first_thaw=60, rethaw_every=3600, clock=lambda: now[0])
+    keeper = HeapKeeper(first_thaw=60, rethaw_every=3600, clock=lambda: now[0], cpu=lambda: 0.0)
     keeper.tick()  # the start
     for thaw_at in (60.0, 60.0 + 3600.0):
         held = _cycle()
@@ -69,3 +69,35 @@ def test_thaws_collect_cycles_that_died_frozen_a_minute_after_start_then_hourly(
         keeper.tick()
         assert alive() is None
         assert gc.get_freeze_count() > 0  # and what lives is frozen again
+
+
+def test_a_due_thaw_waits_for_a_quiet_second_but_not_forever() -> None:
+    """The thaw's full collection pauses every event: not in the middle of a burst."""
+    now, cpu = [0.0], [0.0]
+    keeper = HeapKeeper(first_thaw=60, rethaw_every=3600, clock=lambda: now[0], cpu=lambda: cpu[0])
+
+    def second(busy: float) -> object:
+        """One more second, ``busy`` of it spent on the CPU, then a tick; a cycle that died frozen
+        meanwhile (alive until a thaw collects it)."""
+        held = _cycle()
+        alive = weakref.ref(held)
+        gc.collect()
+        gc.freeze()
+        del held
+        now[0] += 1
+        cpu[0] += busy
+        keeper.tick()
+        return alive()
+
+    keeper.tick()  # the start
+    now[0] = 59.0
+    keeper.tick()
+    for _ in range(30):  # due from 60 s on, but busy: half a core
+        assert second(0.5) is not None
+    assert second(0.05) is None  # the first quiet second
+    due = now[0] + 3600  # the next thaw; busy all the while it is late, until it may wait no more
+    now[0] = due - 1
+    keeper.tick()
+    while now[0] < due + MOST_DEFERRED - 1:
+        assert second(0.9) is not None
+    assert second(0.9) is None
