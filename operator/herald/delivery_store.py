@@ -108,6 +108,7 @@ class DeliveryApi(Protocol):
         *,
         label_selector: str | None = ...,
         metadata_only: bool = ...,
+        cached: bool = ...,
     ) -> AsyncIterator[Page]: ...
 
     def watch(
@@ -393,8 +394,8 @@ class Retention:
         wanted = dict(part.split("=", 1) for part in selector.split(","))
         finished: list[Mapping[str, Any]] = []
         labels_selector = f"{selector},{LABEL_OUTCOME} in (Succeeded,Failed)"
-        async for page in self._api.pages(
-            PLURAL, namespace, label_selector=labels_selector, metadata_only=True
+        async for page in self._api.pages(  # from the watch cache: what it misses, the next sweep sees
+            PLURAL, namespace, label_selector=labels_selector, metadata_only=True, cached=True
         ):
             for item in page:
                 meta = item.get("metadata") or {}

@@ -441,11 +441,15 @@ class KubeClient:
         *,
         label_selector: str | None = None,
         metadata_only: bool = False,
+        cached: bool = False,
     ) -> AsyncIterator[Page]:
         """Every object of a kind (in one namespace, or all), one ``Page`` per request of 500.
 
         With ``metadata_only`` the server sends PartialObjectMetadata items (no spec or status); a
         server that ignores the request sends whole objects, which carry the same metadata.
+        With ``cached`` (``resourceVersion=0``) the API server answers from its watch cache, maybe
+        a moment old, instead of reading every object of the namespace from etcd to select a few;
+        it may then ignore the page size and send everything at once, so only for small answers.
         Each page is retried by the default policy; an expired continue token raises ApiGone
         (the caller lists again from the start).
         """
@@ -453,16 +457,17 @@ class KubeClient:
         params = {"limit": str(_LIST_PAGE)}
         if label_selector:
             params["labelSelector"] = label_selector
+        first = {**params, "resourceVersion": "0"} if cached else params
         headers = _AS_METADATA_LIST if metadata_only else None
         while True:
-            body = await self._call(call, namespace=namespace, params=params, headers=headers) or {}
+            body = await self._call(call, namespace=namespace, params=first, headers=headers) or {}
             meta = body.get("metadata") or {}
             version = meta.get("resourceVersion")
             yield Page(body.get("items") or (), resource_version=str(version) if version else None)
             token = meta.get("continue")
             if not token:
                 return
-            params = {**params, "continue": str(token)}
+            first = {**params, "continue": str(token)}  # a continued list names no resourceVersion
 
     async def watch(
         self,

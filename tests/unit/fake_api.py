@@ -32,6 +32,7 @@ class FakeApi:
         self.failure: ApiError | None = None  # raised by every write while set
         self.refused = 0  # writes that raised it
         self.page_size = page_size
+        self.listed: list[tuple[str | None, bool]] = []  # (label selector, from the watch cache)
         self._versions = itertools.count(1)
 
     def add(self, obj: Mapping[str, Any], plural: str = "deliveries") -> None:
@@ -98,7 +99,9 @@ class FakeApi:
         *,
         label_selector: str | None = None,
         metadata_only: bool = False,
+        cached: bool = False,
     ) -> AsyncIterator[Page]:
+        self.listed.append((label_selector, cached))
         wanted = _selector(label_selector)
         items = [
             copy.deepcopy({"metadata": o["metadata"]} if metadata_only else o)

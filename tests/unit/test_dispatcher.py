@@ -446,6 +446,10 @@ async def test_finished_deliveries_are_pruned_to_the_count_and_pending_ones_neve
         await asyncio.wait_for(h.d.submit([(hook, event(99))]).stored, timeout=10)  # stays pending
         await wait_for(lambda: len(h.api.of()) == 4, timeout=10, what="pruned to 3 finished and 1 pending")
         assert sorted(h.outcomes().values()) == ["Pending", "Succeeded", "Succeeded", "Succeeded"]
+        # A sweep reads the API server's watch cache, not every Delivery of the namespace in etcd.
+        sweeps = [cached for selector, cached in h.api.listed if selector and "outcome in" in selector]
+        assert sweeps
+        assert all(sweeps)
     finally:
         h.client.gate.set()
         await h.d.close()

@@ -444,6 +444,19 @@ async def test_pages_follow_continue_tokens_with_the_selector_and_the_metadata_a
     }
 
 
+async def test_cached_pages_ask_the_watch_cache_first_and_continue_without_a_version() -> None:
+    """The API server refuses a resourceVersion beside a continue token."""
+    api = Api(listing("a", token="t1"), listing("b"))
+    kube = api.client()
+    pages = [page async for page in kube.pages("deliveries", "ns", label_selector="x=1", cached=True)]
+    await kube.aclose()
+    assert [[item["metadata"]["name"] for item in page] for page in pages] == [["a"], ["b"]]
+    assert [dict(r.url.params) for r in api.requests] == [
+        {"limit": "500", "labelSelector": "x=1", "resourceVersion": "0"},
+        {"limit": "500", "labelSelector": "x=1", "continue": "t1"},
+    ]
+
+
 async def test_pages_without_options_ask_for_whole_objects_cluster_wide() -> None:
     api = Api(listing("a", version=""))
     kube = api.client()
