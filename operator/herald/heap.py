@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["HeapKeeper"]
+__all__ = ["MOST_DEFERRED", "QUIET_SHARE", "HeapKeeper"]
 
 logger = logging.getLogger("herald.heap")
 
