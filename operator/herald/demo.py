@@ -231,6 +231,12 @@ async def _drive(emu: Emulator, receiver: Receiver, docs: list[dict[str, Any]]) 
     def settled() -> bool:
         if not all(notified(name) for name in environments):
             return False
+        # The Delivery objects first: a delivery held by a rate limit (SLACK's one a second) is a
+        # Pending object before a webhook's summary, written at most every interval, counts it.
+        for kind, ns, name in webhooks:
+            log = emu.delivery_log(name, None if kind == "ClusterWebhook" else ns)
+            if any(record.get("outcome") not in ("Succeeded", "Failed") for record in log):
+                return False
         finished = 0
         for kind, ns, name in webhooks:
             status = (emu.get(kind, ns, name) or {}).get("status") or {}

@@ -160,7 +160,7 @@ def build_registry(
         settings.watching.connect_timeout = 10
         # kopf keeps a worker per object, with its last event, until it idles this long. After a
         # burst (a startup listing, the echo of every webhook's first status) all of them are
-        # alive at once: with kopf's 5 s, 45 MB more RSS at 5,000 Webhooks (bench/RESULTS.md).
+        # alive at once: with kopf's 5 s, 45 MB more RSS at 5,000 Webhooks (README, Performance).
         settings.queueing.idle_timeout = WORKER_IDLE
 
         async def connect() -> ApiConnection:
