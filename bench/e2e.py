@@ -45,6 +45,7 @@ from bench.harness import (
 )
 from bench.receivers import remote_sinks
 from bench.scale import herald_process, settle
+from herald.delivery_object import FINISHED, LABEL_OUTCOME
 from herald.handlers import Runtime
 from herald.metrics import Metrics
 from herald.models import ObjectRef
@@ -68,6 +69,7 @@ class StormRun:
     settled: float = 0.0  # last delivery -> every status and ledger written, seconds
     counters: dict[str, float] = dataclasses.field(default_factory=dict)  # Herald's metrics at the end
     written: float = float("nan")  # first state emitted -> last state emitted, seconds
+    kept: int = 0  # finished Delivery objects left in the cluster at the end
     cpu: dict[str, float] = dataclasses.field(default_factory=dict)  # process -> CPU seconds in ``wall``
     profile: pstats.Stats | None = None
 
@@ -196,6 +198,7 @@ async def storm(
             # Retention's last sweep (and any write still in flight) lands after the statuses.
             await poll(lambda: c.log.quiet(1.0), timeout=60, what="the operator to go quiet")
             requests = c.log.since(started)
+            kept = _kept(c)
         api, patch_times = _requests(requests)
         return StormRun(
             events=total,
@@ -208,6 +211,7 @@ async def storm(
             settled=settled,
             counters=_counters(metrics),
             profile=pstats.Stats(profiler) if profiler is not None else None,
+            kept=kept,
         )
 
 
@@ -401,6 +405,17 @@ def _counters_from(read: Callable[..., float | None]) -> dict[str, float]:
     # Per delivery, the mean attempt: the one worker of a webhook sends one at a time.
     counters["attempt seconds (connect to response)"] = read("herald_delivery_duration_seconds_sum") or 0.0
     return counters
+
+
+def _kept(c: Cluster) -> int:
+    """Finished Delivery objects in the emulator: what retention left of the log."""
+    return sum(
+        1
+        for (resource, _, _), obj in c.emu.kmock.objects.items()
+        if resource.plural == "deliveries"
+        and not obj.deleted
+        and ((obj.raw.get("metadata") or {}).get("labels") or {}).get(LABEL_OUTCOME) in FINISHED
+    )
 
 
 def _statuses_written(c: Cluster, namespaces: list[str]) -> bool:

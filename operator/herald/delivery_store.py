@@ -57,6 +57,7 @@ __all__ = [
     "NotPersisted",
     "RedeliverWatch",
     "Retention",
+    "sweep_slack",
 ]
 
 logger = logging.getLogger("herald.deliveries")
@@ -70,6 +71,11 @@ _SWEEP_SLACK_MIN = 10
 # Seconds between two deletions of one sweep: pruning is never urgent, and ten deletes back to back
 # held the event loop long enough to show in the next event's latency.
 PRUNE_PACE = 0.005
+
+
+def sweep_slack(retain: int) -> int:
+    """Finished deliveries of a webhook between two sweeps: the most it holds is ``retain`` + this."""
+    return max(_SWEEP_SLACK_MIN, retain // 10)
 
 
 class NotPersisted(Exception):
@@ -137,6 +143,7 @@ class _Entry:
     writing: bool = False  # a writer holds it: nobody else may write it meanwhile
     again: bool = False  # queued while being written: queue it once that write is over
     lost: bool = False  # Herald stopped before it was created
+    retired: bool = False  # finished and outlived: its object is deleted, or never created
     stored: asyncio.Event = field(default_factory=asyncio.Event)  # set once settled
 
 
@@ -197,6 +204,22 @@ class DeliveryStore:
                 entry.redelivered = redelivered
             if not entry.created and delivery.record.outcome is DeliveryOutcome.PENDING:
                 return  # its creation is already scheduled
+        self._queue(key)
+
+    def retire(self, owner: Owner, delivery: PendingDelivery) -> None:
+        """A finished delivery that retention would prune as soon as the newer ones queued behind
+        it finish: its object is deleted now (one write, not a patch and a later delete), or never
+        created if it does not exist yet. Waiters on ``stored`` go on: nothing of it needs keeping."""
+        key = self.key(owner, delivery.record.payload_id)
+        entry = self._entries.get(key)
+        if entry is None:  # read back from the API (a resumed delivery): its object exists
+            entry = _Entry(owner=owner, delivery=delivery, created=True)
+            self._entries[key] = entry
+        entry.delivery, entry.retired = delivery, True
+        entry.version += 1
+        if not entry.created and not entry.writing:
+            self._drop(key)  # its creation was still waiting out the grace
+            return
         self._queue(key)
 
     def _queue(self, key: Key) -> None:
@@ -287,6 +310,12 @@ class DeliveryStore:
         namespace, name = key
         version, delivery, redelivered = entry.version, entry.delivery, entry.redelivered
         try:
+            if entry.retired:
+                if entry.created and await self._api.delete(PLURAL, namespace, name, backoff=UNTIL_STORED):
+                    self._metrics.delivery_writes.labels(verb="delete").inc()
+                    self._metrics.deliveries_pruned.inc()
+                self._drop(key)
+                return
             if not entry.created:
                 body = to_object(entry.owner, delivery)
                 try:
@@ -355,7 +384,7 @@ class Retention:
         self._sweeping: set[tuple[str, str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
-        self.slack = max(_SWEEP_SLACK_MIN, settings.retain // 10)
+        self.slack = sweep_slack(settings.retain)
 
     def finished(self, owner: Owner) -> None:
         """One more finished delivery of ``owner``: sweep it every ``slack`` of them."""

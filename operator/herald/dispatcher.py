@@ -545,6 +545,15 @@ class _Worker:
         owner.metrics.attempts.labels(result=result.reason or result.verdict.value.lower()).inc()
         self._apply(pending, result, spec)
 
+    def _outlived(self, finished: PendingDelivery) -> bool:
+        """Whether at least ``retain`` deliveries of this webhook, all newer than this finished one,
+        are still queued: once they finish, retention prunes it anyway (a backlog draining). Events
+        derived together share their creation time; none of those counts as newer."""
+        oldest = self.queue.oldest()
+        return len(self.queue) >= self.owner.settings.retain and (
+            oldest is None or finished.notification.created_at < oldest
+        )
+
     def _apply(self, pending: PendingDelivery, result: AttemptResult, spec: WebhookSpec) -> None:
         owner = self.owner
         payload_id = pending.record.payload_id
@@ -569,7 +578,10 @@ class _Worker:
         else:
             self.queue.put(updated)
         delivery_owner = self.delivery_owner
-        owner.store.put(delivery_owner, updated)
+        if decision.finished and self._outlived(updated):
+            owner.store.retire(delivery_owner, updated)
+        else:
+            owner.store.put(delivery_owner, updated)
         counters = status.counters
         if decision.retried:
             counters = counters.model_copy(update={"retried": counters.retried + 1})

@@ -32,9 +32,8 @@ import httpx
 import pytest
 from aiohttp import web
 
-from herald.delivery_store import Retention
+from herald.delivery_store import sweep_slack
 from herald.events import LEDGER_ANNOTATION, payload_id
-from herald.metrics import Metrics
 from herald.models import (
     DeliveryOutcome,
     DeliveryRecord,
@@ -47,7 +46,6 @@ from herald.models import (
     Named,
     PendingDelivery,
 )
-from herald.settings import Settings
 from tests.cluster.controlplane import ControlPlane
 
 from .conftest import DELIVERY_COLUMNS, HeraldProcess, environment, eventually, get_json, kubectl, webhook
@@ -468,14 +466,7 @@ async def test_pruning_keeps_the_newest_finished_deliveries_and_every_pending_on
     webhook is swept once every ``slack`` finished deliveries, and a sweep is skipped while the
     previous one runs), and the two still retrying are never pruned."""
     retain = 5
-    slack = Retention(
-        None,  # type: ignore[arg-type]  # only the bound is read
-        settings=Settings(retain=retain),
-        metrics=Metrics(),
-        wallclock=lambda: datetime.datetime.now(datetime.UTC),
-        namespaces=lambda: (),
-        redeliver=lambda _ns, _name, _value: None,
-    ).slack
+    slack = sweep_slack(retain)
     sink.answer = lambda body: (503, {}) if body["payload"]["environment"]["name"] == "stuck" else (200, {})
     await api.create(namespace, "webhooks", webhook("hook", namespace, sink.url))
     stuck, ok = Burst(namespace, ("stuck",), 1), Burst(namespace, ("ok",), 10)

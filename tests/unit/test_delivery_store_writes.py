@@ -90,3 +90,26 @@ async def test_a_state_put_while_the_first_is_being_created_is_the_one_stored() 
     (stored,) = api.of()
     assert stored["status"]["outcome"] == "Succeeded"
     assert stored["metadata"]["labels"]["herald.dev/outcome"] == "Succeeded"
+
+
+async def test_a_retired_delivery_is_deleted_if_it_was_created_and_never_created_otherwise() -> None:
+    """Finished and outlived by newer ones queued behind it: nothing of it is worth a write but
+    the deletion of an object that exists; whoever waits for it to be stored goes on."""
+    api = FakeApi()
+    store = DeliveryStore(
+        api, metrics=Metrics(), finished=lambda _o: None, gone=lambda _o, _p: None, grace=10
+    )
+    owner = owner_of(ObjectRef(namespace="demo", name="hook"), uid="w-1", cluster=False, home="demo")
+    store.put(owner, _delivery(DeliveryOutcome.PENDING))  # its creation waits out the grace
+    store.retire(owner, _delivery(DeliveryOutcome.SUCCEEDED))
+    await asyncio.wait_for(store.stored([store.key(owner, "p-1")]), timeout=1)
+    await store.close(timeout=1)
+    assert api.writes == []
+
+    store = DeliveryStore(api, metrics=Metrics(), finished=lambda _o: None, gone=lambda _o, _p: None, grace=0)
+    store.put(owner, _delivery(DeliveryOutcome.PENDING))  # created at once
+    await asyncio.wait_for(store.stored([store.key(owner, "p-1")]), timeout=1)
+    store.retire(owner, _delivery(DeliveryOutcome.SUCCEEDED))
+    await store.close(timeout=5)
+    assert [verb for verb, _ in api.writes] == ["create", "delete"]
+    assert api.of() == []

@@ -39,6 +39,7 @@ from herald.kube import (
 from herald.metrics import Metrics
 from herald.models import (
     DeliveryOutcome,
+    DeploymentEvent,
     PendingDelivery,
 )
 from herald.retry import AttemptResult, Verdict
@@ -450,6 +451,75 @@ async def test_finished_deliveries_are_pruned_to_the_count_and_pending_ones_neve
         sweeps = [cached for selector, cached in h.api.listed if selector and "outcome in" in selector]
         assert sweeps
         assert all(sweeps)
+    finally:
+        h.client.gate.set()
+        await h.d.close()
+
+
+def created(n: int) -> DeploymentEvent:
+    """Event ``n``, derived ``n`` seconds after event 0 (retention's newest are the latest derived)."""
+    return event(n).model_copy(update={"created_at": T0 + datetime.timedelta(seconds=n)})
+
+
+async def test_a_draining_backlog_deletes_what_retention_would_prune_instead_of_patching_it() -> None:
+    """Six queued, retain 2: each of the first four finishes with at least two newer ones behind
+    it, so its object is deleted (retention would prune it once they finish); the last two are
+    patched and kept. One write each instead of a patch now and a delete later."""
+    settings = Settings(**{**SETTINGS.__dict__, "retain": 2})
+    h = Harness(settings=settings)
+    hook = view()
+    h.client.gate.clear()
+    try:
+        for n in range(6):
+            await asyncio.wait_for(h.d.submit([(hook, created(n))]).stored, timeout=10)
+        assert sorted(h.outcomes().values()) == ["Pending"] * 6  # created: the ledger may name them
+        h.client.gate.set()
+        await wait_for(lambda: len(h.client.sent) == 6 and not h.pending(hook), timeout=10, what="all sent")
+        await wait_for(lambda: len(h.api.of()) == 2, timeout=10, what="the four outlived deleted")
+        assert h.outcomes() == {"p-4": "Succeeded", "p-5": "Succeeded"}
+        writes = [verb for verb, _ in h.api.writes]
+        assert (writes.count("create"), writes.count("patch"), writes.count("delete")) == (6, 2, 4)
+        assert h.status(hook).counters.delivered == 6
+    finally:
+        h.client.gate.set()
+        await h.d.close()
+
+
+async def test_a_delivery_finishing_behind_an_older_retrying_one_is_kept() -> None:
+    """Retention keeps the newest finished: one that finishes while an older delivery is still
+    retrying is not outlived by the queue, however long it is."""
+    settings = Settings(**{**SETTINGS.__dict__, "retain": 1, "retry_schedule": (600.0,)})
+    h = Harness(Client(503), settings=settings)  # the first attempt fails: it retries in 10 min
+    hook = view()
+    try:
+        await asyncio.wait_for(h.d.submit([(hook, created(0))]).stored, timeout=10)
+        await wait_for(lambda: h.outcomes().get("p-0") == "Retrying", timeout=10, what="p-0 retrying")
+        h.client.gate.clear()
+        for n in (1, 2):
+            await asyncio.wait_for(h.d.submit([(hook, created(n))]).stored, timeout=10)
+        h.client.gate.set()
+        await wait_for(lambda: h.outcomes().get("p-1") == "Succeeded", timeout=10, what="p-1 stored")
+        assert "delete" not in [verb for verb, _ in h.api.writes]
+    finally:
+        h.client.gate.set()
+        await h.d.close()
+
+
+async def test_deliveries_derived_together_do_not_outlive_one_another() -> None:
+    """Events derived in one reading share their creation time: none counts as newer, so none is
+    deleted on finishing, however many are queued (retention orders them, not the queue)."""
+    settings = Settings(**{**SETTINGS.__dict__, "retain": 1})
+    h = Harness(settings=settings)
+    hook = view()
+    h.client.gate.clear()
+    try:
+        for n in range(3):
+            await asyncio.wait_for(h.d.submit([(hook, event(n))]).stored, timeout=10)
+        h.client.gate.set()
+        await wait_for(
+            lambda: sorted(h.outcomes().values()) == ["Succeeded"] * 3, timeout=10, what="all three stored"
+        )
+        assert "delete" not in [verb for verb, _ in h.api.writes]
     finally:
         h.client.gate.set()
         await h.d.close()
