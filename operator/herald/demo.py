@@ -20,6 +20,7 @@ from typing import Any
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from herald.delivery_object import FINISHED
 from herald.events import LEDGER_ANNOTATION, derive_events, parse_environment, parse_ledger
 from herald.settings import Settings
 from herald.testing import (
@@ -235,7 +236,7 @@ async def _drive(emu: Emulator, receiver: Receiver, docs: list[dict[str, Any]]) 
         # Pending object before a webhook's summary, written at most every interval, counts it.
         for kind, ns, name in webhooks:
             log = emu.delivery_log(name, None if kind == "ClusterWebhook" else ns)
-            if any(record.get("outcome") not in ("Succeeded", "Failed") for record in log):
+            if any(record.get("outcome") not in FINISHED for record in log):
                 return False
         finished = 0
         for kind, ns, name in webhooks:

@@ -457,17 +457,17 @@ class KubeClient:
         params = {"limit": str(_LIST_PAGE)}
         if label_selector:
             params["labelSelector"] = label_selector
-        first = {**params, "resourceVersion": "0"} if cached else params
+        query = {**params, "resourceVersion": "0"} if cached else params
         headers = _AS_METADATA_LIST if metadata_only else None
         while True:
-            body = await self._call(call, namespace=namespace, params=first, headers=headers) or {}
+            body = await self._call(call, namespace=namespace, params=query, headers=headers) or {}
             meta = body.get("metadata") or {}
             version = meta.get("resourceVersion")
             yield Page(body.get("items") or (), resource_version=str(version) if version else None)
             token = meta.get("continue")
             if not token:
                 return
-            first = {**params, "continue": str(token)}  # a continued list names no resourceVersion
+            query = {**params, "continue": str(token)}  # a continued list names no resourceVersion
 
     async def watch(
         self,

@@ -498,7 +498,11 @@ async def test_a_delivery_finishing_behind_an_older_retrying_one_is_kept() -> No
         for n in (1, 2):
             await asyncio.wait_for(h.d.submit([(hook, created(n))]).stored, timeout=10)
         h.client.gate.set()
-        await wait_for(lambda: h.outcomes().get("p-1") == "Succeeded", timeout=10, what="p-1 stored")
+        await wait_for(
+            lambda: (h.outcomes().get("p-1"), h.outcomes().get("p-2")) == ("Succeeded", "Succeeded"),
+            timeout=10,
+            what="p-1 and p-2 stored",
+        )
         assert "delete" not in [verb for verb, _ in h.api.writes]
     finally:
         h.client.gate.set()
