@@ -274,18 +274,19 @@ PROBE_EVERY = 2.0
 @dataclasses.dataclass
 class Readiness:
     """``/readyz``: the API server answered a list of Webhooks lately and, unless this replica is a
-    standby waiting for the Lease, kopf has opened its watches and every webhook that existed at
-    start has arrived (deployment events are being handled). A standby is ready too: otherwise a
-    rolling update of two replicas could never replace the leader."""
+    standby waiting for the Lease, kopf has opened its watches, every webhook that existed at start
+    has arrived and every Environment has been listed (deployment events are being handled). A
+    standby is ready too: otherwise a rolling update of two replicas could never replace the
+    leader."""
 
     kopf_ready: asyncio.Event
     standby: bool = False
     api_ok_at: float = float("-inf")
-    webhooks_known: Callable[[], bool] = lambda: False
+    handling: Callable[[], bool] = lambda: False
 
     def ready(self) -> bool:
         fresh = time.monotonic() - self.api_ok_at < READY_WINDOW
-        return fresh and (self.standby or (self.kopf_ready.is_set() and self.webhooks_known()))
+        return fresh and (self.standby or (self.kopf_ready.is_set() and self.handling()))
 
     async def probe(self, kube: KubeClient, settings: Settings) -> None:
         while True:
@@ -408,7 +409,7 @@ async def run_operator(settings: Settings) -> int:
             settings = dataclasses.replace(settings, sources=usable)
         runtimes: list[Runtime] = []
         registry = build_registry(settings, metrics=metrics, runtimes=runtimes)
-        readiness.webhooks_known = lambda: bool(runtimes) and runtimes[-1].index.ready
+        readiness.handling = lambda: bool(runtimes) and runtimes[-1].handling()
 
         @kopf.on.cleanup(registry=registry)
         async def release_stop_flag(**_: Any) -> None:

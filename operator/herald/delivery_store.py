@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import datetime
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,7 +44,8 @@ from herald.delivery_object import (
     status_patch,
     to_object,
 )
-from herald.kube import UNTIL_STORED, ApiConflict, ApiError, ApiGone, ApiNotFound, Backoff, Page
+from herald.kube import UNTIL_STORED, ApiConflict, ApiError, ApiNotFound, Backoff
+from herald.listwatch import ListWatch, WatchApi
 from herald.metrics import Metrics
 from herald.models import DeliveryOutcome, PendingDelivery
 from herald.settings import Settings
@@ -82,8 +83,8 @@ class NotPersisted(Exception):
     """Herald stopped before the deliveries of an event were stored: the event is not notified."""
 
 
-class DeliveryApi(Protocol):
-    """The calls the store makes (``kube.KubeClient``)."""
+class DeliveryApi(WatchApi, Protocol):
+    """The calls the store makes (``kube.KubeClient``): its lists and watches, and these."""
 
     async def create(
         self, plural: str, namespace: str | None, body: Mapping[str, Any], *, backoff: Backoff = ...
@@ -106,26 +107,6 @@ class DeliveryApi(Protocol):
     async def delete(
         self, plural: str, namespace: str | None, name: str, *, backoff: Backoff = ...
     ) -> bool: ...
-
-    def pages(
-        self,
-        plural: str,
-        namespace: str | None,
-        *,
-        label_selector: str | None = ...,
-        metadata_only: bool = ...,
-        cached: bool = ...,
-    ) -> AsyncIterator[Page]: ...
-
-    def watch(
-        self,
-        plural: str,
-        namespace: str | None,
-        *,
-        resource_version: str | None,
-        metadata_only: bool = ...,
-        timeout_seconds: int = ...,
-    ) -> AsyncIterator[tuple[str, dict[str, Any]]]: ...
 
 
 Key = tuple[str, str]  # (namespace, name) of a Delivery object
@@ -489,57 +470,35 @@ class Retention:
 
 
 class RedeliverWatch:
-    """Follows Delivery metadata for redeliver requests and deletions, from the current version."""
+    """Follows Delivery metadata for redeliver requests and deletions, from the current version
+    (Retention's scan finds the requests made while Herald was not watching)."""
 
     def __init__(
         self,
-        api: DeliveryApi,
+        api: WatchApi,
         *,
         namespace: str | None,
         redeliver: Callable[[str, str, str], None],
         deleted: Callable[[str, str], None],
         timeout_seconds: int,
     ) -> None:
-        self._api = api
-        self._namespace = namespace
         self._redeliver = redeliver
         self._deleted = deleted
-        self._timeout = timeout_seconds
-
-    async def _current(self) -> str | None:
-        """The collection's resourceVersion now, without listing every object: a page whose selector
-        (an outcome no Delivery has) matches none, whose list metadata still carries the version."""
-        async for page in self._api.pages(PLURAL, self._namespace, label_selector=f"{LABEL_OUTCOME}=none"):
-            return page.resource_version
-        return None
+        self._watch = ListWatch(
+            api,
+            PLURAL,
+            namespace,
+            seen=self._seen,
+            timeout_seconds=timeout_seconds,
+            listing=False,
+            metadata_only=True,
+        )
 
     async def run(self) -> None:
-        version: str | None = None
-        failures = 0
-        while True:
-            try:
-                if version is None:
-                    version = await self._current()
-                async for kind, obj in self._api.watch(
-                    PLURAL,
-                    self._namespace,
-                    resource_version=version,
-                    metadata_only=True,
-                    timeout_seconds=self._timeout,
-                ):
-                    meta = obj.get("metadata") or {}
-                    version = str(meta.get("resourceVersion") or version)
-                    self._seen(kind, meta)
-                failures = 0
-            except ApiGone:
-                version = None  # too old: start from now; a scan finds what was missed
-            except ApiError as exc:
-                failures += 1
-                delay = min(60.0, 2.0**failures)
-                logger.warning("watching Delivery objects failed (%s); again in %.0fs", exc, delay)
-                await asyncio.sleep(delay)
+        await self._watch.run()
 
-    def _seen(self, kind: str, meta: Mapping[str, Any]) -> None:
+    def _seen(self, kind: str, obj: Mapping[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
         namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
         if kind == "DELETED":
             self._deleted(namespace, name)

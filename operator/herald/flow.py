@@ -1,14 +1,15 @@
 """The flow of a deployment event, without kopf: environment → events → deliveries → ledger.
 
-``handlers`` translates kopf's callbacks into the few calls of ``Flow`` and does nothing else.
-An Environment's watch event becomes the deployment events not notified yet (``events``), each
-event the webhooks it goes to (``choose``), those deliveries the dispatcher's, and, once they
-are persisted on the webhooks' status, the Environment's notified ledger.
+``handlers`` translates kopf's callbacks (Webhooks, ClusterWebhooks) and Herald's own watch of
+Environments (``listwatch``) into the few calls of ``Flow`` and does nothing else. An
+Environment's watch event becomes the deployment events not notified yet (``events``), each
+event the webhooks it goes to (``choose``), those deliveries the dispatcher's, and, once their
+Delivery objects exist, the Environment's notified ledger.
 
-What can go wrong leaves the Environment to be handled again: kopf never retries an event
-handler, so a failure (an API error, a namespace whose labels cannot be read, a bug) is caught,
-logged and the Environment re-handled from Herald's own retry queue with backoff, until it
-succeeds or a newer version of the object is handled.
+What can go wrong leaves the Environment to be handled again: a failure (an API error, a
+namespace whose labels cannot be read, a bug) is caught, logged and the Environment re-handled
+from Herald's own retry queue with backoff, until it succeeds or a newer version of the object
+is handled.
 """
 
 from __future__ import annotations
@@ -273,7 +274,8 @@ class Retries:
 
 
 class _Serial:
-    """One handling at a time per Environment: kopf serialises its own calls, not the retries'."""
+    """One handling at a time per Environment, in the order they asked (an asyncio.Lock wakes its
+    waiters first come, first served): the watch's versions and the retries' alike."""
 
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -357,6 +359,7 @@ class Flow:
         )
         self.retries = Retries(self.environment, retry_delays)
         self._serial = _Serial()
+        self._handling: set[asyncio.Task[None]] = set()  # Environments being handled (environment_seen)
         # Environments created before this (to the second, as creationTimestamp says) may have
         # deliveries an earlier Herald stored.
         self._started = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
@@ -430,13 +433,29 @@ class Flow:
 
     # ------------------------------------------------------------ environments
 
+    def environment_seen(self, kind: str, body: Mapping[str, Any]) -> None:
+        """A version of an Environment, listed or watched (ADDED, MODIFIED, DELETED). Each is handled
+        in a task of its own, so one that waits (for a namespace's labels, for its object's previous
+        version) holds up no other; versions of one object are handled in the order they came."""
+        if kind == "DELETED":
+            self.environment_deleted(body)
+        elif not self._settled(body):
+            task = background.start(self.environment(body), name="herald-environment")
+            self._handling.add(task)
+            task.add_done_callback(self._handling.discard)
+
+    def _settled(self, body: Mapping[str, Any]) -> bool:
+        """Handled as it is already (the ledger's watch echo): half the watch events of a deployment."""
+        uid = str((body.get("metadata") or {}).get("uid", ""))
+        remembered = self.ledgers.get(uid)
+        return remembered is not None and uid not in self.retries and nothing_new(body, remembered)
+
     async def environment(self, body: Mapping[str, Any]) -> None:
         """Handle one version of an Environment; on failure, it is handled again later."""
+        if self._settled(body):
+            return
         meta = body.get("metadata") or {}
         uid = str(meta.get("uid", ""))
-        remembered = self.ledgers.get(uid)
-        if remembered is not None and uid not in self.retries and nothing_new(body, remembered):
-            return  # handled as it is (the ledger's watch echo): half the watch events of a deployment
         where = f"{meta.get('namespace')}/{meta.get('name')}"
         async with self._serial.hold(uid):
             try:
@@ -539,6 +558,9 @@ class Flow:
                 "Environment %s deployment %s: no webhook takes %s", where, deployment.id, new_events
             )
             return
+        # The workers just woken send first: what follows (the ledger's task, the Event, the log
+        # line, kopf's bookkeeping after this handler) is not on the way to the receiver.
+        await asyncio.sleep(0)
         # What the write may name: the object's own ledger and these events, never what another
         # handling remembered but has not stored yet.
         stored = record_events(persisted, deployment.id, new_events)
@@ -571,4 +593,7 @@ class Flow:
         self._ledger_writer.enqueue(uid, namespace, name, stored)
 
     async def close(self) -> None:
+        for task in list(self._handling):
+            task.cancel()
+        await asyncio.gather(*self._handling, return_exceptions=True)
         await self.retries.close()

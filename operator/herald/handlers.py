@@ -1,8 +1,9 @@
 """The kopf shell: it translates kopf's callbacks into ``flow``'s calls and back, nothing more.
 
 Only event handlers are used: they write nothing of kopf's own (no finalizers, no
-last-handled annotations, no progress), so the hot path of a deployment event is one watch
-event in, one delivery out, and one annotation patch recording what was notified.
+last-handled annotations, no progress). Environments, the hot path, are not kopf's: the startup
+handler starts Herald's own list-watch of them (``listwatch``), so a deployment event is one
+watch event in, one delivery out, and one annotation patch recording what was notified.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from herald.index import WebhookIndex
 from herald.kube import API_GROUP, API_VERSION, ApiConnection, KubeClient
 from herald.kube_events import EventPoster
 from herald.ledger import Ledgers, LedgerWriter
+from herald.listwatch import ListWatch
 from herald.metrics import Metrics
 from herald.models import ObjectRef
 from herald.settings import Settings
@@ -53,11 +55,17 @@ class Runtime:
     ledger_writer: LedgerWriter
     events: EventPoster
     flow: Flow
+    environments: tuple[ListWatch, ...] = ()
     background: tuple[asyncio.Task[None], ...] = ()
 
     @property
     def index(self) -> WebhookIndex:
         return self.flow.index
+
+    def handling(self) -> bool:
+        """Deployment events are being handled: every webhook that existed at startup has arrived
+        and every Environment has been listed."""
+        return self.index.ready and all(watch.listed for watch in self.environments)
 
 
 def _api_connection(info: kopf.ConnectionInfo) -> ApiConnection:
@@ -206,6 +214,17 @@ def build_registry(
             announce=announce,
             clock=time.monotonic,
         )
+        # Environments are Herald's own watch, not kopf's: the hot path (listwatch, why).
+        environments = tuple(
+            ListWatch(
+                kube,
+                "environments",
+                namespace,
+                seen=flow.environment_seen,
+                timeout_seconds=config.watch_timeout,
+            )
+            for namespace in config.namespaces or (None,)
+        )
         runtime = Runtime(
             settings=config,
             metrics=herald_metrics,
@@ -214,10 +233,15 @@ def build_registry(
             ledger_writer=ledger_writer,
             events=events,
             flow=flow,
+            environments=environments,
             background=(
                 asyncio.create_task(flow.learn_webhooks(), name="herald-learn-webhooks"),
                 asyncio.create_task(flow.reconcile_webhooks(), name="herald-reconcile-webhooks"),
                 asyncio.create_task(deliveries(dispatcher, index), name="herald-deliveries"),
+                *(
+                    asyncio.create_task(watch.run(), name=f"herald-environment-watch-{watch.what}")
+                    for watch in environments
+                ),
                 *(
                     asyncio.create_task(
                         RedeliverWatch(
@@ -269,14 +293,6 @@ def build_registry(
     @kopf.on.event(API_GROUP, API_VERSION, "clusterwebhooks", registry=registry)
     async def on_clusterwebhook(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
         await webhook_event(event, body, cluster=True)
-
-    @kopf.on.event(API_GROUP, API_VERSION, "environments", registry=registry)
-    async def on_environment(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-        flow = active().flow
-        if event.get("type") == "DELETED":
-            flow.environment_deleted(body)
-        else:
-            await flow.environment(body)
 
     register_sources(registry, flags=config.sources or (), kube=lambda: active().kube)
     return registry

@@ -48,6 +48,10 @@ HERALD_CALLS: tuple[ApiCall, ...] = (
     ApiCall(api_version=_HERALD, resource="clusterwebhooks/status", verb="patch", why="delivery state"),
     ApiCall(api_version=_HERALD, resource="environments", verb="patch", why="herald.dev/notified ledger"),
     *(
+        ApiCall(api_version=_HERALD, resource="environments", verb=verb, why="Environments (listwatch)")
+        for verb in ("list", "watch")
+    ),
+    *(
         ApiCall(api_version=_HERALD, resource="deliveries", verb=verb, why=why)
         for verb, why in (
             ("create", "a delivery is stored"),
@@ -83,11 +87,12 @@ HERALD_CALLS: tuple[ApiCall, ...] = (
     ),
 )
 
-# kopf's watches (list then watch), its Kubernetes Events (core v1 only), and its cluster scanning.
+# kopf's watches (list then watch; with sources, of Environments too, granted above), its Kubernetes
+# Events (core v1 only), and its cluster scanning.
 KOPF_CALLS: tuple[ApiCall, ...] = (
     *(
         ApiCall(api_version=_HERALD, resource=plural, verb=verb, why="kopf watches")
-        for plural in ("webhooks", "clusterwebhooks", "environments")
+        for plural in ("webhooks", "clusterwebhooks")
         for verb in ("list", "watch")
     ),
     ApiCall(api_version="v1", resource="events", verb="create", why="Events (kube_events): kubectl describe"),

@@ -12,7 +12,7 @@ import tempfile
 
 import yaml
 
-from herald.testing import Emulator, wait_for
+from herald.testing import Emulator, herald_watches, wait_for
 
 
 class OperatorProcess:
@@ -22,6 +22,8 @@ class OperatorProcess:
         self.emu = emu
         self.env = env or {}
         self.args = args
+        # The emulator serves every source's kind: sources run unless turned off.
+        self.watches = herald_watches(sources=self.env.get("HERALD_SOURCES") != "none")
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tempfile.NamedTemporaryFile(prefix="herald-", suffix=".log", delete=False)  # noqa: SIM115
         folder = pathlib.Path(tempfile.mkdtemp(prefix="herald-kube-"))
@@ -68,7 +70,7 @@ class OperatorProcess:
         )
         if wait:
             await wait_for(
-                lambda: self._failed() or self.emu.watches() - before >= 3,
+                lambda: self._failed() or self.emu.watches() - before >= self.watches,
                 timeout=30,
                 what=f"herald run to open its watches (log: {self.log.name})",
             )

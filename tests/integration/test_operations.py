@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import kmock
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -21,7 +22,7 @@ from herald.handlers import Runtime
 from herald.kube import API_GROUP, API_VERSION
 from herald.metrics import Metrics
 from herald.models import DeliveryOutcome, EventType, WebhookKind
-from herald.testing import Emulator, Receiver, wait_for
+from herald.testing import Emulator, Receiver, herald_watches, wait_for
 from tests.cluster.controlplane import free_port
 
 from .conftest import NS, deliveries, deploy, environment, pending, secret, status_of, webhook
@@ -31,6 +32,7 @@ PING = "herald.dev/ping"
 REDELIVER = "herald.dev/redeliver"
 LEASE_NAMESPACE = "herald-system"
 LEASES = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases"
+WATCHES = herald_watches(sources=True)  # one replica's (the emulator serves every source's kind)
 REPLICA_ENV = {
     "HERALD_LEADER_ELECTION": "true",
     "HERALD_LEASE_NAMESPACE": LEASE_NAMESPACE,
@@ -471,15 +473,19 @@ async def test_standby_is_live_and_ready_without_watching(emu: Emulator) -> None
             assert emu.watches() == 0
             assert "acquired" not in proc.output()
             await emu.kmock.delete(f"{LEASES}/herald")  # the other replica is gone
-            await wait_for(lambda: emu.watches() >= 3, timeout=30, what="the watch streams once leading")
+            await wait_for(
+                lambda: emu.watches() >= WATCHES, timeout=30, what="the watch streams once leading"
+            )
             await wait_for_status(http, "/readyz", expected=200, timeout=30)
             assert await status_code(http, "/healthz") == 200
     finally:
         assert await proc.stop() == 0
 
 
-async def test_readiness_follows_the_watch_streams(emu: Emulator) -> None:
-    """Not ready while the API server refuses to list Webhooks (so no watch stream is open)."""
+@pytest.mark.parametrize("plural", ["webhooks", "environments"])
+async def test_readiness_follows_the_watch_streams(emu: Emulator, plural: str) -> None:
+    """Not ready while the API server refuses to list Webhooks or Environments (so their watch
+    stream is not open and deployment events are not handled)."""
     port = free_port()
     outage = {"on": True, "refused": 0}
 
@@ -489,7 +495,7 @@ async def test_readiness_follows_the_watch_streams(emu: Emulator) -> None:
         outage["refused"] += 1
         raise kmock.KubernetesError(status=503, reason="ServiceUnavailable", message="API server outage")
 
-    emu.kmock["list", f"/apis/{API_GROUP}/{API_VERSION}/webhooks"] << refuse
+    emu.kmock["list", f"/apis/{API_GROUP}/{API_VERSION}/{plural}"] << refuse
     proc = OperatorProcess(emu, {"HERALD_HEALTH_PORT": str(port)})
     try:
         await proc.start(wait=False)
@@ -499,7 +505,7 @@ async def test_readiness_follows_the_watch_streams(emu: Emulator) -> None:
             assert await status_code(http, "/readyz") == 503
             outage["on"] = False
             await wait_for_status(http, "/readyz", expected=200, timeout=30)
-            assert emu.watches() >= 3
+            assert emu.watches() >= WATCHES
         async with httpx.AsyncClient(trust_env=False) as http:
             for host in LOOPBACKS:  # the kubelet probes the pod's IP, IPv6 on an IPv6 cluster
                 assert await status_code(http, f"http://{host}:{port}/healthz") == 200
@@ -522,7 +528,7 @@ async def test_two_replicas_deliver_once_and_hand_over(emu: Emulator, receiver: 
         for replica in replicas:
             await replica.start(wait=False)
         await wait_for(
-            lambda: emu.watches() >= 3 and any(holds_lease(emu, r) for r in replicas),
+            lambda: emu.watches() >= WATCHES and any(holds_lease(emu, r) for r in replicas),
             timeout=30,
             what="one replica leading and watching",
         )
@@ -543,11 +549,11 @@ async def test_two_replicas_deliver_once_and_hand_over(emu: Emulator, receiver: 
             return len(stored) == 4 and all(p.get("attempts", 0) >= 1 for p in stored)
 
         await wait_for(pending_persisted, timeout=20, what="four pending deliveries persisted")
-        assert emu.watches() == 4  # kopf's three and Herald's own on Deliveries: the standby opened none
+        assert emu.watches() == WATCHES  # the standby opened none
         assert "acquired" not in standby.output()
         active.kill()
         killed_at = time.monotonic()
-        await wait_for(lambda: emu.watches() >= 8, timeout=20, what="the standby taking over")
+        await wait_for(lambda: emu.watches() >= 2 * WATCHES, timeout=20, what="the standby taking over")
         assert time.monotonic() - killed_at < 10
         assert holds_lease(emu, standby)
 
@@ -579,7 +585,7 @@ async def test_sigterm_of_the_leader_hands_over_within_seconds(emu: Emulator, re
         for replica in replicas:
             await replica.start(wait=False)
         await wait_for(
-            lambda: emu.watches() >= 3 and any(holds_lease(emu, r) for r in replicas),
+            lambda: emu.watches() >= WATCHES and any(holds_lease(emu, r) for r in replicas),
             timeout=30,
             what="one replica leading and watching",
         )
@@ -588,7 +594,7 @@ async def test_sigterm_of_the_leader_hands_over_within_seconds(emu: Emulator, re
         assert leader.proc is not None
         leader.proc.send_signal(signal.SIGTERM)  # as the kubelet does; the emulator keeps serving
         await wait_for(
-            lambda: holds_lease(emu, standby) and emu.watches() >= 6,
+            lambda: holds_lease(emu, standby) and emu.watches() >= 2 * WATCHES,
             timeout=10,  # a third of the lease: only a released Lease is taken this soon
             what="the standby leading and watching",
         )

@@ -170,7 +170,7 @@ def test_json_log_lines_carry_delivery_fields() -> None:
 
 async def test_ready_once_the_api_answers_kopf_watches_and_every_webhook_is_known() -> None:
     known = {"webhooks": False}
-    readiness = Readiness(kopf_ready=asyncio.Event(), webhooks_known=lambda: known["webhooks"])
+    readiness = Readiness(kopf_ready=asyncio.Event(), handling=lambda: known["webhooks"])
     assert not readiness.ready()  # the API server never answered
     readiness.api_ok_at = time.monotonic()
     readiness.kopf_ready.set()

@@ -407,6 +407,49 @@ async def test_the_echo_of_a_handled_version_is_not_read_again(caplog: pytest.Lo
     assert h.dispatcher.queued == queued
 
 
+async def test_watched_versions_are_handled_in_order_each_in_its_own_task_echoes_in_none() -> None:
+    """What Herald's watch hands on: a version in a task (one waiting holds up no other), the
+    versions of one Environment in the order they came, the ledger's echo in no task at all."""
+    h = Harness()
+    h.add(hook("local"))
+    h.flow.environment_seen("ADDED", env_body("QUEUED"))
+    h.flow.environment_seen("MODIFIED", env_body("DEPLOYED"))  # seen before the first is handled
+    assert h.dispatcher.queued == []  # nothing handled inside the watch's loop
+    for _ in range(100):
+        if len(h.dispatcher.queued) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert h.dispatcher.queued == [("local", "DEPLOYMENT_STARTED"), ("local", "DEPLOYMENT_SUCCESSFUL")]
+    assert len(h.dispatcher.verified) == 2  # each version its own handling, the first first
+    await h.settle()
+    echo = env_body(
+        "DEPLOYED", ledger='{"deployments":{"d-1":["DEPLOYMENT_STARTED","DEPLOYMENT_SUCCESSFUL"]}}'
+    )
+    before = set(asyncio.all_tasks())
+    h.flow.environment_seen("MODIFIED", echo)
+    assert set(asyncio.all_tasks()) == before  # settled already: no task
+    await h.flow.close()
+
+
+async def test_a_deleted_environment_is_not_retried_and_close_ends_the_handling() -> None:
+    h = Harness()
+    h.add(hook("all", cluster=True, namespaceSelector=TEAM_A))
+    h.cluster.labels = PermissionError("403 Forbidden")  # undecided: retried
+    h.flow.environment_seen("ADDED", env_body("QUEUED"))
+    for _ in range(100):
+        if "env-uid" in h.flow.retries:
+            break
+        await asyncio.sleep(0.01)
+    assert "env-uid" in h.flow.retries
+    h.flow.environment_seen("DELETED", env_body("QUEUED"))
+    assert "env-uid" not in h.flow.retries
+    h.cluster.reading = asyncio.Event()  # the next handling waits on the namespace's labels
+    h.flow.environment_seen("ADDED", env_body("QUEUED", deployment_id="d-2"))
+    await asyncio.sleep(0.01)
+    await asyncio.wait_for(h.flow.close(), timeout=5)  # cancelled, not waited for
+    assert h.dispatcher.queued == []
+
+
 async def test_a_ledger_write_names_only_events_whose_deliveries_are_stored() -> None:
     """STARTED is queued but not stored when SUCCESSFUL is stored: the write for SUCCESSFUL must
     not name STARTED, or a crash then would lose it (neither pending nor derived again)."""

@@ -57,6 +57,8 @@ EVERY_METHOD: dict[str, Callable[[KubeClient], Awaitable[Any]]] = {
 STREAMS: list[Callable[[KubeClient], AsyncIterator[Any]]] = [
     lambda k: k.pages("deliveries", "ns"),
     lambda k: k.watch("deliveries", "ns", resource_version=None),
+    lambda k: k.pages("environments", None),  # listwatch
+    lambda k: k.watch("environments", None, resource_version=None),
 ]
 # The same methods with the other values they are called with.
 OTHER_USES: list[Callable[[KubeClient], Awaitable[Any]]] = [
