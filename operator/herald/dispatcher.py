@@ -1,11 +1,12 @@
 """Per-webhook workers: where deliveries wait, are attempted, and become Delivery objects.
 
-Each webhook has one worker task and its own queue (``due.DueQueue``), so a receiver that hangs or
-is down delays nobody else; a global semaphore bounds attempts in flight. A worker attempts its due
-deliveries one at a time, oldest first, which keeps a deployment's STARTED ahead of its terminal
-event. What an attempt means is decided by ``decision.decide`` (pure); the worker applies it: the
-delivery's new state goes to the ``DeliveryStore`` (its Delivery object), the webhook's summary
-to its status, the notices to conditions and Kubernetes Events. Data flows one way: environment →
+Each webhook has one worker task and its own backlog (``backlog.Backlog``: the due queue, the
+lookups, what finished lately), so a receiver that hangs or is down delays nobody else; a global
+semaphore bounds attempts in flight. A worker attempts its due deliveries one at a time, oldest
+first, which keeps a deployment's STARTED ahead of its terminal event. What an attempt means is
+decided by ``decision.decide`` (pure); the worker applies it: the delivery's new state goes to
+the ``DeliveryStore`` (its Delivery object), the webhook's summary to its status, the notices to
+conditions and Kubernetes Events. Data flows one way: environment →
 events → deliveries → receiver → delivery status.
 
 ``submit`` queues at once (the first attempt starts without waiting for any write) and hands back
@@ -24,7 +25,6 @@ unreadable): Ready says why, and they resume, attempts intact, once that is mend
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import datetime
@@ -35,8 +35,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from herald import background, ratelimit
+from herald.backlog import Backlog
 from herald.credentials import SecretCache, SecretProblem, SecretSource, Target
-from herald.decision import SECRET_REASONS, FailureRun, PostEvent, SetCondition, decide, new_record
+from herald.decision import SECRET_REASONS, FailureRun, PostEvent, SetCondition, decide
 from herald.delivery import DeliveryClient, OutgoingRequest
 from herald.delivery_object import (
     PLURAL,
@@ -46,7 +47,6 @@ from herald.delivery_object import (
     parse_delivery,
 )
 from herald.delivery_store import DeliveryApi, DeliveryStore, Key, NotPersisted, Retention
-from herald.due import DueQueue
 from herald.events import ping_event
 from herald.kube import ApiError
 from herald.metrics import Metrics
@@ -81,7 +81,6 @@ __all__ = ["Dispatcher", "EventPoster", "NotPersisted", "Submission"]
 logger = logging.getLogger("herald.dispatcher")
 
 VERIFY_READS = 16  # lookups of possibly stored deliveries in flight, across all webhooks
-RECENT_WINDOW = 120.0  # seconds a finished payload_id is remembered (API reads time out after 30)
 
 
 # (object's apiVersion/kind/metadata, event type Normal|Warning, reason, message)
@@ -134,13 +133,18 @@ class _Worker:
             clock=owner.clock,
             metrics=owner.metrics,
         )
-        self.queue = DueQueue()
-        self._verifying: dict[str, asyncio.Future[None]] = {}  # payload_id -> lookup done
-        self._full = False  # at the backlog bound (said once per spell)
-        # Finished here lately (payload_id -> when): a Delivery read before it finished (a startup
-        # listing, a lookup) must not queue it again. Kept RECENT_WINDOW seconds, longer than any read.
-        self._finished: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._wake = asyncio.Event()
+        self.backlog = Backlog(
+            owner.store,
+            lambda: self.delivery_owner,
+            now=owner.now,
+            clock=owner.clock,
+            spawn=owner.spawn,
+            lookups=owner.verify_slots,
+            changed=self._changed_backlog,
+            name=str(view.ref),
+        )
+        self._full = False  # at the backlog bound (said once per spell)
         self._validated_generation: int | None = None
         self._bucket: ratelimit.Bucket | None = None  # this receiver's rate limit and Retry-After hold
         self._task = background.start(self._run(), name=f"herald-worker-{view.ref}")
@@ -185,7 +189,7 @@ class _Worker:
         store, owner = self.owner.store, self.delivery_owner
         for delivery in found:
             if delivery.record.outcome in (DeliveryOutcome.PENDING, DeliveryOutcome.RETRYING):
-                self.queue.put(delivery)
+                self.backlog.queue.put(delivery)
             store.put(owner, delivery)
         logger.info(
             "webhook %s: %d deliveries of a Herald 0.1 status become Delivery objects",
@@ -193,7 +197,7 @@ class _Worker:
             len(found),
         )
         self.summary.hold(store.stored([store.key(owner, d.record.payload_id) for d in found]))
-        self._change(self.status.model_copy(update={"pending_deliveries": len(self.queue)}))
+        self._summary()
 
     def observe(self, view: WebhookView) -> None:
         """A new version of the object: spec, generation, ping and redeliver requests."""
@@ -297,7 +301,7 @@ class _Worker:
             )
             return
         for stored in found:
-            self.redeliver(stored, value)
+            self.backlog.redeliver(stored, value, annotated=False)
         message = f"Redelivery of {len(found)} deliveries queued"
         if not found:
             message += (
@@ -305,101 +309,23 @@ class _Worker:
             )
         self.owner.post(self.view, "Normal" if found else "Warning", "Redeliver", message)
 
-    def redeliver(self, stored: Stored, value: str, *, annotated: bool = False) -> None:
-        """Send a stored delivery again, with its payload_id and a fresh retry schedule."""
-        delivery = stored.delivery
-        record = delivery.record.model_copy(
-            update={
-                "outcome": DeliveryOutcome.PENDING,
-                "attempts": 0,
-                "next_attempt_at": self.owner.now(),
-                "http_status": None,
-                "error": None,
-            }
-        )
-        delivery = delivery.model_copy(update={"record": record})
-        self.queue.put(delivery)
-        self.owner.store.put(
-            self.delivery_owner, delivery, exists=True, redelivered=value if annotated else None
-        )
-        self._summary()
-        self._wake.set()
-
-    def adopt(self, stored: PendingDelivery) -> None:
-        """A pending Delivery object read back after a restart: attempted again on its schedule."""
-        queued = self.queue.get(stored.record.payload_id)
-        if stored.record.payload_id in self._finished:
-            return  # read before this process finished it
-        if queued is not None and queued.record.attempts >= stored.record.attempts:
-            return
-        self.queue.put(stored)
-        self.owner.store.put(self.delivery_owner, stored, exists=True, write=False)
-        self._summary()
-        self._wake.set()
-
-    def _remember_finished(self, payload_id: str) -> None:
-        now = self.owner.clock()
-        self._finished[payload_id] = now
-        self._finished.move_to_end(payload_id)
-        while self._finished and next(iter(self._finished.values())) < now - RECENT_WINDOW:
-            self._finished.popitem(last=False)
-
-    def drop(self, payload_id: str) -> None:
-        """Its Delivery object was deleted (by a person, or with its webhook): it is not sent."""
-        if self.queue.remove(payload_id) is not None:
-            self._summary()
-
     def enqueue(self, event: DeploymentEvent, *, force: bool = False, verify: bool = False) -> Key | None:
-        """Queue one delivery; its store key, or None at the backlog bound (back-pressure).
-
-        A payload already queued is not queued twice. ``verify``: it may have been stored by an
-        earlier Herald, so it is looked up first and, if found, resumed from there or left alone."""
-        store, owner = self.owner.store, self.delivery_owner
-        key = store.key(owner, event.payload_id)
-        if event.payload_id in self.queue or event.payload_id in self._verifying:
+        """Queue one delivery; its store key, or None at the backlog bound (back-pressure). A payload
+        already in the backlog is not queued twice; ``verify``: see ``Backlog.add``."""
+        backlog = self.backlog
+        key = backlog.key(event.payload_id)
+        if event.payload_id in backlog:
             return key
-        settings = self.owner.settings
-        if not force and len(self.queue) + len(self._verifying) >= settings.max_pending:
+        if not force and len(backlog) >= self.owner.settings.max_pending:
             self._deferred(event)
             return None
         self._full = False
-        delivery = PendingDelivery(record=new_record(event, now=self.owner.now()), notification=event)
-        if verify:
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._verifying[event.payload_id] = done
-            self.owner.spawn(self._verify(delivery, done), name=f"herald-verify-{self.view.ref}")
-        else:
-            self.queue.put(delivery)
-            store.put(owner, delivery)
-        self._summary()
-        self._wake.set()
+        backlog.add(event, verify=verify)
         return key
 
-    def verified(self, payload_id: str) -> Awaitable[None] | None:
-        return self._verifying.get(payload_id)
-
-    async def _verify(self, delivery: PendingDelivery, done: asyncio.Future[None]) -> None:
-        store, owner = self.owner.store, self.delivery_owner
-        payload_id = delivery.record.payload_id
-        try:
-            async with self.owner.verify_slots:
-                stored = await store.read(owner, payload_id)
-        except ApiError as exc:  # unknown: send it (a duplicate at worst, never a loss)
-            logger.warning("cannot tell whether %s was delivered already (%s); sending it", payload_id, exc)
-            stored = None
-        finally:
-            self._verifying.pop(payload_id, None)
-        if payload_id in self.queue or payload_id in self._finished:
-            pass  # resumed from its object meanwhile, or even sent: never queued twice
-        elif stored is None:
-            self.queue.put(delivery)
-            store.put(owner, delivery)
-        elif stored.delivery.record.outcome in (DeliveryOutcome.PENDING, DeliveryOutcome.RETRYING):
-            self.adopt(stored.delivery)
+    def _changed_backlog(self) -> None:
         self._summary()
         self._wake.set()
-        if not done.done():
-            done.set_result(None)
 
     def _deferred(self, event: DeploymentEvent) -> None:
         counters = self.status.counters
@@ -413,7 +339,7 @@ class _Worker:
             self._full = True
             bound = self.owner.settings.max_pending
             message = (
-                f"{len(self.queue)} deliveries are pending (--max-pending {bound}); "
+                f"{len(self.backlog)} deliveries are pending (--max-pending {bound}); "
                 "new events wait and are derived again once the backlog drains"
             )
             self.owner.post(self.view, "Warning", "BacklogFull", message)
@@ -421,8 +347,8 @@ class _Worker:
 
     def _summary(self) -> None:
         """The pending count and the age of the oldest, as the status shows them."""
-        count = len(self.queue) + len(self._verifying)
-        oldest = self.queue.oldest()
+        count = len(self.backlog)
+        oldest = self.backlog.queue.oldest()
         if (count, oldest) != (self.status.pending_deliveries, self.status.oldest_pending_at):
             self._change(
                 self.status.model_copy(update={"pending_deliveries": count, "oldest_pending_at": oldest})
@@ -440,9 +366,9 @@ class _Worker:
 
     def _next_due(self) -> tuple[PendingDelivery | None, float | None]:
         """The delivery to attempt now, or how long to wait for the next one (None: until woken)."""
-        if self.status.pause is not None or self._held() or self._verifying:
-            return None, None  # a delivery being looked up may be due before any queued one
-        first = self.queue.first()
+        if self.status.pause is not None or self._held() or self.backlog.looking_up:
+            return None, None
+        first = self.backlog.queue.first()
         if first is None:
             return None, None
         wait = (first.record.next_attempt_at or first.record.time) - self.owner.now()
@@ -545,19 +471,11 @@ class _Worker:
         owner.metrics.attempts.labels(result=result.reason or result.verdict.value.lower()).inc()
         self._apply(pending, result, spec)
 
-    def _outlived(self, finished: PendingDelivery) -> bool:
-        """Whether at least ``retain`` deliveries of this webhook, all newer than this finished one,
-        are still queued: once they finish, retention prunes it anyway (a backlog draining). Events
-        derived together share their creation time; none of those counts as newer."""
-        oldest = self.queue.oldest()
-        return len(self.queue) >= self.owner.settings.retain and (
-            oldest is None or finished.notification.created_at < oldest
-        )
-
     def _apply(self, pending: PendingDelivery, result: AttemptResult, spec: WebhookSpec) -> None:
         owner = self.owner
         payload_id = pending.record.payload_id
-        if self.queue.get(payload_id) is not pending:
+        backlog = self.backlog
+        if backlog.queue.get(payload_id) is not pending:
             return  # dropped or replaced (redelivered, its object deleted) while attempted
         status = self.status
         decision = decide(
@@ -573,12 +491,11 @@ class _Worker:
         record = decision.record
         updated = PendingDelivery(record=record, notification=pending.notification)
         if decision.finished:
-            self.queue.remove(payload_id)
-            self._remember_finished(payload_id)
+            backlog.finish(payload_id)
         else:
-            self.queue.put(updated)
+            backlog.queue.put(updated)
         delivery_owner = self.delivery_owner
-        if decision.finished and self._outlived(updated):
+        if decision.finished and backlog.outlived(updated, retain=owner.settings.retain):
             owner.store.retire(delivery_owner, updated)
         else:
             owner.store.put(delivery_owner, updated)
@@ -629,9 +546,7 @@ class _Worker:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         await self.summary.close()
-        for done in self._verifying.values():
-            if not done.done():
-                done.set_exception(NotPersisted(f"{self.view.ref}: Herald stopped before a lookup"))
+        self.backlog.close(str(self.view.ref))
 
 
 class Dispatcher:
@@ -678,7 +593,7 @@ class Dispatcher:
         self.store = DeliveryStore(
             api, metrics=metrics, finished=self.retention.finished, gone=self._object_gone
         )
-        metrics.pending.set_function(lambda: sum(len(w.queue) for w in self._workers.values()))
+        metrics.pending.set_function(lambda: sum(len(w.backlog.queue) for w in self._workers.values()))
 
     def now(self) -> datetime.datetime:
         return _utc(self._wallclock())
@@ -770,7 +685,7 @@ class Dispatcher:
                 deferred[view.ref] = view
                 continue
             keys.append(key)
-            lookup = worker.verified(event.payload_id)
+            lookup = worker.backlog.verified(event.payload_id)
             if lookup is not None:
                 lookups.append(lookup)
 
@@ -786,7 +701,7 @@ class Dispatcher:
 
     def pending_of(self, *, cluster: bool, ref: ObjectRef) -> tuple[PendingDelivery, ...]:
         worker = self._workers.get((cluster, ref))
-        return tuple(worker.queue) if worker is not None else ()
+        return tuple(worker.backlog) if worker is not None else ()
 
     async def resume(self) -> int:
         """Queue again every unfinished Delivery object (after a restart); returns how many."""
@@ -801,7 +716,7 @@ class Dispatcher:
                     if stored is None or worker is None:
                         continue  # unreadable, or its webhook is gone (the GC deletes it)
                     if stored.delivery.record.outcome in (DeliveryOutcome.PENDING, DeliveryOutcome.RETRYING):
-                        worker.adopt(stored.delivery)
+                        worker.backlog.adopt(stored.delivery)
                         count += 1
         return count
 
@@ -819,7 +734,7 @@ class Dispatcher:
         worker = None if stored is None else self._find(stored.owner_kind, stored.owner)
         if stored is None or worker is None or stored.redeliver != value:
             return  # gone, unreadable, not ours to send, or already acted on
-        worker.redeliver(stored, value, annotated=True)
+        worker.backlog.redeliver(stored, value, annotated=True)
         self.post(
             worker.view,
             "Normal",
@@ -837,7 +752,7 @@ class Dispatcher:
     def _object_gone(self, owner: Owner, payload_id: str) -> None:
         worker = self._find(owner.kind, owner.ref)
         if worker is not None:
-            worker.drop(payload_id)
+            worker.backlog.drop(payload_id)
 
     async def close(self) -> None:
         await asyncio.gather(*(w.close() for w in self._workers.values()))
