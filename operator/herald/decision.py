@@ -1,9 +1,11 @@
-"""What one attempt means: the delivery's next state and what to tell people, as a pure function.
+"""What happens to a webhook means, as pure functions: an attempt, and a new version of it.
 
 ``decide`` takes a delivery's record, the attempt's result, the webhook's failure run and the
 settings, and returns the record to store, whether to pause the webhook, and the notices to give
-(conditions to set, Kubernetes Events to post). The dispatcher applies them; tests read them as a
-table.
+(conditions to set, Kubernetes Events to post). ``observe`` takes the webhook's status and its
+new version, and returns the status (generation observed, a pause lifted or set, the requests of
+its annotations acknowledged), the notices, and the requests to act on. The dispatcher applies
+them; tests read them as tables.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from herald import health
 from herald.models import Attempt, DeliveryOutcome, DeliveryRecord, DeploymentEvent
 from herald.retry import AttemptResult, Verdict, next_delay
 from herald.settings import Settings
-from herald.status import PauseReason
+from herald.status import Pause, PauseReason, WebhookStatus, WebhookView, handled_token
 
 __all__ = [
     "ATTEMPT_LOG_LIMIT",
@@ -25,10 +27,12 @@ __all__ = [
     "Decision",
     "FailureRun",
     "Notice",
+    "Observed",
     "PostEvent",
     "SetCondition",
     "decide",
     "new_record",
+    "observe",
     "record_attempt",
 ]
 
@@ -223,3 +227,72 @@ def _notices(
         if before.consecutive == 0:
             notices.append(PostEvent("Warning", "DeliveryFailed", f"{what}: {error}; will retry"))
     return tuple(notices)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What a new version of a webhook means."""
+
+    status: WebhookStatus
+    notices: tuple[Notice, ...]
+    ping: str | None  # a herald.dev/ping value not acted on yet: send a test delivery
+    redeliver: str | None  # a herald.dev/redeliver value not acted on yet: send those again
+
+
+def observe(status: WebhookStatus, view: WebhookView, *, policy: str) -> Observed:
+    """The webhook's status once ``view`` is seen; ``policy`` fingerprints the egress policy now.
+
+    A pause lifts when the spec changes (the generation moves), an EgressDenied one also when the
+    policy does, an EndpointDisabled one also on a new ``herald.dev/enable``; an unreadable spec
+    pauses. Each annotation value is acted on once; removing the annotation forgets it, so the
+    same value (``failed``, a payload id) can be asked for again."""
+    notices: list[Notice] = []
+    if status.observed_generation != view.generation:
+        status = status.model_copy(update={"observed_generation": view.generation})
+    pause = status.pause
+    enabled = view.enable is not None and handled_token(view.enable) != status.handled_enable
+    if enabled and view.enable is not None:
+        status = status.model_copy(update={"handled_enable": handled_token(view.enable)})
+    if pause is not None and (
+        pause.generation != view.generation
+        or (pause.reason is PauseReason.EGRESS_DENIED and pause.policy != policy)
+        or (pause.reason is PauseReason.ENDPOINT_DISABLED and enabled)
+    ):
+        status = status.model_copy(update={"pause": None})
+        if pause.reason is PauseReason.ENDPOINT_DISABLED:  # a fresh disableAfter starts now
+            status = status.model_copy(update={"failing_since": None})
+        notices.append(PostEvent("Normal", "Resumed", f"Deliveries resume after {pause.reason.value}"))
+        if enabled and pause.reason is PauseReason.ENDPOINT_DISABLED and view.spec is not None:
+            notices.append(
+                SetCondition(
+                    "Ready", True, "Enabled", "Enabled again by herald.dev/enable; deliveries resume"
+                )
+            )
+    if view.spec is None:
+        notices.append(
+            SetCondition("Ready", False, "InvalidSpec", view.spec_error or "the spec cannot be read")
+        )
+        invalid = Pause(reason=PauseReason.INVALID_SPEC, generation=view.generation, policy=policy)
+        status = status.model_copy(update={"pause": invalid})
+    asked = {
+        "handled_ping": view.ping,
+        "handled_redeliver": view.redeliver,
+        "handled_enable": view.enable,
+    }
+    new = {
+        field: value
+        for field, value in asked.items()
+        if value is not None and field != "handled_enable" and handled_token(value) != getattr(status, field)
+    }
+    forgotten = {
+        field: None for field, value in asked.items() if value is None and getattr(status, field) is not None
+    }
+    update = {**{field: handled_token(value) for field, value in new.items()}, **forgotten}
+    if update:  # an unchanged status stays the same object: the status writer writes nothing then
+        status = status.model_copy(update=update)
+    return Observed(
+        status=status,
+        notices=tuple(notices),
+        ping=new.get("handled_ping"),
+        redeliver=new.get("handled_redeliver"),
+    )

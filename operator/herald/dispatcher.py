@@ -37,7 +37,7 @@ from typing import Any
 from herald import background, ratelimit
 from herald.backlog import Backlog
 from herald.credentials import SecretCache, SecretProblem, SecretSource, Target
-from herald.decision import SECRET_REASONS, FailureRun, PostEvent, SetCondition, decide
+from herald.decision import SECRET_REASONS, FailureRun, Notice, SetCondition, decide, observe
 from herald.delivery import DeliveryClient, OutgoingRequest
 from herald.delivery_object import (
     PLURAL,
@@ -68,7 +68,6 @@ from herald.status import (
     WebhookStatus,
     WebhookView,
     condition,
-    handled_token,
     last_delivery,
     legacy_deliveries,
     parse_status,
@@ -202,51 +201,26 @@ class _Worker:
     def observe(self, view: WebhookView) -> None:
         """A new version of the object: spec, generation, ping and redeliver requests."""
         self.view = view
-        status = self.status
-        if status.observed_generation != view.generation:
-            status = status.model_copy(update={"observed_generation": view.generation})
-        pause = status.pause
-        enabled = view.enable is not None and handled_token(view.enable) != status.handled_enable
-        if enabled and view.enable is not None:
-            status = status.model_copy(update={"handled_enable": handled_token(view.enable)})
-        if pause is not None and (
-            pause.generation != view.generation
-            or (pause.reason is PauseReason.EGRESS_DENIED and pause.policy != self.owner.policy)
-            or (pause.reason is PauseReason.ENDPOINT_DISABLED and enabled)
-        ):
-            status = status.model_copy(update={"pause": None})
-            if pause.reason is PauseReason.ENDPOINT_DISABLED:  # a fresh disableAfter starts now
-                status = status.model_copy(update={"failing_since": None})
-            self.owner.post(view, "Normal", "Resumed", f"Deliveries resume after {pause.reason.value}")
-        self._change(status)
-        if enabled and pause is not None and pause.reason is PauseReason.ENDPOINT_DISABLED and view.spec:
-            self._condition("Ready", True, "Enabled", "Enabled again by herald.dev/enable; deliveries resume")
-        if view.spec is None:
-            self._condition("Ready", False, "InvalidSpec", view.spec_error or "the spec cannot be read")
-            self._change(self.status.model_copy(update={"pause": self._pause(PauseReason.INVALID_SPEC)}))
-        elif self._validated_generation != view.generation:
+        seen = observe(self.status, view, policy=self.owner.policy)
+        self._change(seen.status)
+        self._notify(seen.notices)
+        if view.spec is not None and self._validated_generation != view.generation:
             self._validated_generation = view.generation
             self.owner.spawn(self._validate(view.spec), name=f"herald-validate-{view.ref}")
-        if view.ping is not None and handled_token(view.ping) != self.status.handled_ping:
-            self._ping(view.ping)
-        if view.redeliver is not None and handled_token(view.redeliver) != self.status.handled_redeliver:
-            value = view.redeliver
-            self._change(self.status.model_copy(update={"handled_redeliver": handled_token(value)}))
-            self.owner.spawn(self._redeliver_asked(value), name=f"herald-redeliver-{view.ref}")
-        # Each value is acted on once; removing the annotation forgets it, so the same value
-        # (`failed`, a payload id) can be asked for again.
-        forgotten = {
-            name: None
-            for name, asked, handled in (
-                ("handled_ping", view.ping, self.status.handled_ping),
-                ("handled_redeliver", view.redeliver, self.status.handled_redeliver),
-                ("handled_enable", view.enable, self.status.handled_enable),
-            )
-            if asked is None and handled is not None
-        }
-        if forgotten:
-            self._change(self.status.model_copy(update=forgotten))
+        if seen.ping is not None:
+            event = ping_event(webhook=view.ref, nonce=seen.ping, created_at=self.owner.now())
+            self.enqueue(event, force=True)
+            self.owner.post(view, "Normal", "PingQueued", f"Test delivery {event.payload_id} queued")
+        if seen.redeliver is not None:
+            self.owner.spawn(self._redeliver_asked(seen.redeliver), name=f"herald-redeliver-{view.ref}")
         self._wake.set()
+
+    def _notify(self, notices: Iterable[Notice]) -> None:
+        for notice in notices:
+            if isinstance(notice, SetCondition):
+                self._condition(notice.type, notice.value, notice.reason, notice.message)
+            else:
+                self.owner.post(self.view, notice.type, notice.reason, notice.message)
 
     def _pause(self, reason: PauseReason) -> Pause:
         return Pause(reason=reason, generation=self.view.generation, policy=self.owner.policy)
@@ -269,12 +243,6 @@ class _Worker:
             )
             self._condition("Ready", True, "Ready", message)
             self._wake.set()  # deliveries held for a Secret go now
-
-    def _ping(self, value: str) -> None:
-        event = ping_event(webhook=self.view.ref, nonce=value, created_at=self.owner.now())
-        self.enqueue(event, force=True)
-        self._change(self.status.model_copy(update={"handled_ping": handled_token(value)}))
-        self.owner.post(self.view, "Normal", "PingQueued", f"Test delivery {event.payload_id} queued")
 
     async def _redeliver_asked(self, value: str) -> None:
         """``herald.dev/redeliver`` on the webhook: ``failed`` (its retained failed ones) or a payload id."""
@@ -535,11 +503,7 @@ class _Worker:
         else:
             error = record.error or f"HTTP {record.http_status}"
             owner.log(logging.WARNING, f"attempt {record.attempts} failed: {error}", self.view, event)
-        for notice in decision.notices:
-            if isinstance(notice, SetCondition):
-                self._condition(notice.type, notice.value, notice.reason, notice.message)
-            elif isinstance(notice, PostEvent):
-                owner.post(self.view, notice.type, notice.reason, notice.message)
+        self._notify(decision.notices)
 
     async def close(self) -> None:
         self._task.cancel()

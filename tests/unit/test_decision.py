@@ -18,11 +18,12 @@ from herald.decision import (
     SetCondition,
     decide,
     new_record,
+    observe,
 )
 from herald.models import DeliveryOutcome, DeliveryRecord
 from herald.retry import AttemptResult, Verdict
 from herald.settings import Settings
-from herald.status import PauseReason
+from herald.status import Pause, PauseReason, WebhookStatus, WebhookView, parse_webhook
 
 from .test_status import event
 
@@ -423,3 +424,131 @@ def test_the_attempt_log_keeps_the_latest_attempts() -> None:
     assert len(record.attempt_log) == ATTEMPT_LOG_LIMIT
     assert [a.number for a in record.attempt_log] == list(range(6, ATTEMPT_LOG_LIMIT + 6))
     assert record.attempt_log[-1].time == NOW + datetime.timedelta(seconds=ATTEMPT_LOG_LIMIT + 4)
+
+
+# ---------------------------------------------------------------- a new version of the webhook
+
+
+def view(generation: int = 2, *, valid: bool = True, **annotations: str) -> WebhookView:
+    spec = {"url": "https://example.com/hook", "kind": "STANDARD", "events": ["DEPLOYMENT_STARTED"]}
+    meta = {"name": "h", "namespace": "ns", "uid": "u", "generation": generation}
+    meta["annotations"] = {f"herald.dev/{k}": v for k, v in annotations.items()}
+    return parse_webhook(
+        {"apiVersion": "herald.dev/v1alpha1", "metadata": meta, "spec": spec if valid else {"url": 3}},
+        cluster=False,
+    )
+
+
+def paused(reason: PauseReason, generation: int = 2, policy: str = "p1") -> WebhookStatus:
+    since = NOW if reason is PauseReason.ENDPOINT_DISABLED else None
+    return WebhookStatus(
+        observed_generation=generation,
+        pause=Pause(reason=reason, generation=generation, policy=policy),
+        failing_since=since,
+    )
+
+
+@dataclass(frozen=True)
+class Seen:
+    name: str
+    status: WebhookStatus
+    view: WebhookView
+    pause: PauseReason | None  # the pause after
+    notices: Sequence[tuple[str, ...]] = ()
+    ping: str | None = None
+    redeliver: str | None = None
+    policy: str = "p1"
+
+
+SEEN = [
+    Seen("a new generation is observed", WebhookStatus(observed_generation=1), view(2), None),
+    Seen(
+        "a pause lifts when the spec changes",
+        paused(PauseReason.GONE, 1),
+        view(2),
+        None,
+        [("Normal", "Resumed")],
+    ),
+    Seen("a pause holds while it does not", paused(PauseReason.GONE), view(2), PauseReason.GONE),
+    Seen(
+        "EgressDenied lifts when the policy changes",
+        paused(PauseReason.EGRESS_DENIED),
+        view(2),
+        None,
+        [("Normal", "Resumed")],
+        policy="p2",
+    ),
+    Seen(
+        "EgressDenied holds under the same policy",
+        paused(PauseReason.EGRESS_DENIED),
+        view(2),
+        PauseReason.EGRESS_DENIED,
+    ),
+    Seen(
+        "EndpointDisabled lifts on a new herald.dev/enable",
+        paused(PauseReason.ENDPOINT_DISABLED),
+        view(2, enable="1"),
+        None,
+        [("Normal", "Resumed"), ("Ready", "True", "Enabled")],
+    ),
+    Seen(
+        "EndpointDisabled holds on an enable value already acted on",
+        paused(PauseReason.ENDPOINT_DISABLED).model_copy(update={"handled_enable": "1"}),
+        view(2, enable="1"),
+        PauseReason.ENDPOINT_DISABLED,
+    ),
+    Seen(
+        "an unreadable spec pauses",
+        WebhookStatus(observed_generation=2),
+        view(2, valid=False),
+        PauseReason.INVALID_SPEC,
+        [("Ready", "False", "InvalidSpec")],
+    ),
+    Seen("a new ping is acted on", WebhookStatus(), view(2, ping="a"), None, ping="a"),
+    Seen(
+        "a ping already acted on is not",
+        WebhookStatus(handled_ping="a"),
+        view(2, ping="a"),
+        None,
+    ),
+    Seen(
+        "a new redeliver request is acted on",
+        WebhookStatus(),
+        view(2, redeliver="failed"),
+        None,
+        redeliver="failed",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", SEEN, ids=[c.name for c in SEEN])
+def test_observe_table(case: Seen) -> None:
+    seen = observe(case.status, case.view, policy=case.policy)
+    assert seen.status.observed_generation == case.view.generation
+    assert (seen.status.pause.reason if seen.status.pause else None) is case.pause
+    assert summary(seen.notices) == list(case.notices)
+    assert (seen.ping, seen.redeliver) == (case.ping, case.redeliver)
+    if case.ping or case.redeliver:  # acknowledged: the same value is not acted on twice
+        again = observe(seen.status, case.view, policy=case.policy)
+        assert (again.ping, again.redeliver) == (None, None)
+
+
+def test_observe_forgets_a_request_whose_annotation_is_removed_so_it_can_be_asked_again() -> None:
+    handled = WebhookStatus(handled_ping="a", handled_redeliver="failed", handled_enable="1")
+    seen = observe(handled, view(2), policy="p1")
+    assert (seen.status.handled_ping, seen.status.handled_redeliver, seen.status.handled_enable) == (
+        None,
+    ) * 3
+    assert observe(seen.status, view(2, ping="a", redeliver="failed"), policy="p1").ping == "a"
+
+
+def test_a_lifted_endpoint_disabled_pause_starts_a_fresh_failing_run() -> None:
+    seen = observe(paused(PauseReason.ENDPOINT_DISABLED), view(2, enable="x"), policy="p1")
+    assert seen.status.failing_since is None
+    assert seen.status.handled_enable == "x"
+
+
+def test_a_version_that_changes_nothing_leaves_the_status_the_same_object() -> None:
+    """The status writer writes only a new object: an echo of its own write must not loop."""
+    status = WebhookStatus(observed_generation=2, handled_ping="a")
+    assert observe(status, view(2, ping="a"), policy="p1").status is status
