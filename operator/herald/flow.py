@@ -559,7 +559,7 @@ class Flow:
             )
             return
         # The workers just woken send first: what follows (the ledger's task, the Event, the log
-        # line, kopf's bookkeeping after this handler) is not on the way to the receiver.
+        # line) is not on the way to the receiver.
         await asyncio.sleep(0)
         # What the write may name: the object's own ledger and these events, never what another
         # handling remembered but has not stored yet.
