@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from herald import health
 from herald.models import Attempt, DeliveryOutcome, DeliveryRecord, DeploymentEvent
@@ -247,52 +247,35 @@ def observe(status: WebhookStatus, view: WebhookView, *, policy: str) -> Observe
     pauses. Each annotation value is acted on once; removing the annotation forgets it, so the
     same value (``failed``, a payload id) can be asked for again."""
     notices: list[Notice] = []
+    asked = {"handled_ping": view.ping, "handled_redeliver": view.redeliver, "handled_enable": view.enable}
+    tokens = {field: handled_token(value) for field, value in asked.items() if value is not None}
+    new = {field for field, token in tokens.items() if token != getattr(status, field)}
+    update: dict[str, Any] = {field: tokens[field] for field in new}
+    update |= {field: None for field in asked if field not in tokens and getattr(status, field) is not None}
     if status.observed_generation != view.generation:
-        status = status.model_copy(update={"observed_generation": view.generation})
-    pause = status.pause
-    enabled = view.enable is not None and handled_token(view.enable) != status.handled_enable
-    if enabled and view.enable is not None:
-        status = status.model_copy(update={"handled_enable": handled_token(view.enable)})
+        update["observed_generation"] = view.generation
+    pause, enabled = status.pause, "handled_enable" in new
     if pause is not None and (
         pause.generation != view.generation
         or (pause.reason is PauseReason.EGRESS_DENIED and pause.policy != policy)
         or (pause.reason is PauseReason.ENDPOINT_DISABLED and enabled)
     ):
-        status = status.model_copy(update={"pause": None})
+        update["pause"] = None
         if pause.reason is PauseReason.ENDPOINT_DISABLED:  # a fresh disableAfter starts now
-            status = status.model_copy(update={"failing_since": None})
+            update["failing_since"] = None
         notices.append(PostEvent("Normal", "Resumed", f"Deliveries resume after {pause.reason.value}"))
         if enabled and pause.reason is PauseReason.ENDPOINT_DISABLED and view.spec is not None:
-            notices.append(
-                SetCondition(
-                    "Ready", True, "Enabled", "Enabled again by herald.dev/enable; deliveries resume"
-                )
-            )
+            message = "Enabled again by herald.dev/enable; deliveries resume"
+            notices.append(SetCondition("Ready", True, "Enabled", message))
     if view.spec is None:
-        notices.append(
-            SetCondition("Ready", False, "InvalidSpec", view.spec_error or "the spec cannot be read")
-        )
-        invalid = Pause(reason=PauseReason.INVALID_SPEC, generation=view.generation, policy=policy)
-        status = status.model_copy(update={"pause": invalid})
-    asked = {
-        "handled_ping": view.ping,
-        "handled_redeliver": view.redeliver,
-        "handled_enable": view.enable,
-    }
-    new = {
-        field: value
-        for field, value in asked.items()
-        if value is not None and field != "handled_enable" and handled_token(value) != getattr(status, field)
-    }
-    forgotten = {
-        field: None for field, value in asked.items() if value is None and getattr(status, field) is not None
-    }
-    update = {**{field: handled_token(value) for field, value in new.items()}, **forgotten}
+        message = view.spec_error or "the spec cannot be read"
+        notices.append(SetCondition("Ready", False, "InvalidSpec", message))
+        update["pause"] = Pause(reason=PauseReason.INVALID_SPEC, generation=view.generation, policy=policy)
     if update:  # an unchanged status stays the same object: the status writer writes nothing then
         status = status.model_copy(update=update)
     return Observed(
         status=status,
         notices=tuple(notices),
-        ping=new.get("handled_ping"),
-        redeliver=new.get("handled_redeliver"),
+        ping=view.ping if "handled_ping" in new else None,
+        redeliver=view.redeliver if "handled_redeliver" in new else None,
     )

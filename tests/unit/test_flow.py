@@ -445,7 +445,6 @@ async def test_a_deleted_environment_is_not_retried_and_close_ends_the_handling(
     assert "env-uid" not in h.flow.retries
     h.cluster.reading = asyncio.Event()  # the next handling waits on the namespace's labels
     h.flow.environment_seen("ADDED", env_body("QUEUED", deployment_id="d-2"))
-    await asyncio.sleep(0.01)
     await asyncio.wait_for(h.flow.close(), timeout=5)  # cancelled, not waited for
     assert h.dispatcher.queued == []
 
